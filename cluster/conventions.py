@@ -1,0 +1,39 @@
+"""How sweep results are laid out in MLflow: the contract between `sweeps` (writer) and `analysis` (reader).
+
+One experiment per sweep spec `name`. One run per IMP trajectory (RUN_KIND=trajectory) whose metrics are logged
+with step = level (level 0 is the dense network), including `sparsity`; masks are artifacts
+`masks/level_XX.safetensors` and each level's metrics.json is `levels/level_XX.json`. Branch runs
+(RUN_KIND=branch: random-prune, random-reinit, oneshot, standard, transfer) are one run per (trajectory, kind, level),
+nested under their source trajectory run, with metrics logged at step = the level whose sparsity they match.
+"""
+
+TAG_RUN_KIND = "run_kind"
+TAG_TASK = "task"
+TAG_SEED = "seed"
+TAG_METHOD = "method"
+TAG_REWIND = "rewind"
+TAG_SCHEDULE = "schedule"
+TAG_MODEL = "model"
+TAG_CONTENT_KEY = "content_key"
+TAG_BRANCH_KIND = "branch_kind"
+TAG_SOURCE_TASK = "source_task"
+TAG_SOURCE_LEVEL = "source_level"
+TAG_PRUNABLE_SET = "prunable_set"
+TAG_MAIN_METRIC = "main_metric"
+TAG_LEVELS_PLANNED = "levels_planned"
+TAG_PARENT_RUN = "mlflow.parentRunId"
+
+RUN_KIND_TRAJECTORY = "trajectory"
+RUN_KIND_BRANCH = "branch"
+
+METRIC_SPARSITY = "sparsity"
+
+
+def mask_artifact_path(level: int) -> str:
+    """Artifact path of the mask used at `level`."""
+    return f"masks/level_{level:02d}.safetensors"
+
+
+def level_artifact_path(level: int) -> str:
+    """Artifact path of the metrics.json written for `level`."""
+    return f"levels/level_{level:02d}.json"

@@ -1,0 +1,176 @@
+"""IMP trajectories on a tiny random BERT and real SST-2: exact zeros, rewinding, resume, branches."""
+
+import dataclasses
+import json
+import os
+
+import pytest
+import torch
+
+import tickets.session
+from tickets.branches import BranchConfig, run_branch
+from tickets.errors import TicketsError
+from tickets.imp import REWIND_POINT, finished_levels, level_dir, run_trajectory
+from tickets.masks import Mask, overlap
+from tickets.weights import load_weights
+
+
+@pytest.fixture
+def spy_fine_tune(monkeypatch):
+    """Record, for every fine-tuning call, the weights it started from and the masked parameters it ended with."""
+    calls = []
+    original = tickets.session.fine_tune
+
+    def wrapper(model, data, cfg, masked, seed, *args, **kwargs):
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        result = original(model, data, cfg, masked, seed, *args, **kwargs)
+        calls.append({"start": start, "masked": [(p.detach().clone(), k.clone()) for p, k in masked],
+                      "end": {n: p.detach().clone() for n, p in model.named_parameters()}})
+        return result
+
+    monkeypatch.setattr(tickets.session, "fine_tune", wrapper)
+    return calls
+
+
+def _masks(out):
+    return [Mask.load(os.path.join(level_dir(out, lv), "mask.safetensors")) for lv in finished_levels(out)]
+
+
+def test_trajectory_levels_sparsity_and_exact_zeros(tmp_path, tiny_recipe, spy_fine_tune):
+    out = str(tmp_path / "traj")
+    results = run_trajectory(tiny_recipe, out, progress=False)
+    assert [r.level for r in results] == [0, 1, 2]
+    total = 2 * (4 * 64 * 64 + 2 * 64 * 128)
+    assert [r.metrics["sparsity"] for r in results] == [round(s * total) / total for s in (0.0, 0.2, 0.4)]
+    for result in results:
+        metrics = json.load(open(os.path.join(result.directory, "metrics.json")))
+        assert {"accuracy", "eval_loss"} <= set(metrics["metrics"])
+        assert metrics["steps"] == 6 and metrics["level"] == result.level
+    for call in spy_fine_tune:
+        for param, keep in call["masked"]:
+            assert torch.all(param[keep == 0] == 0)
+    masks = _masks(out)
+    assert masks[0].sparsity == 0.0
+    assert all(torch.all(masks[2].tensors[n] <= masks[1].tensors[n]) for n in masks[1].tensors)
+    assert masks[2].metadata["level"] == "2" and masks[2].metadata["source_task"] == "sst2"
+    assert not any("pooler" in n for n in masks[1].tensors)
+    assert len(masks[1].tensors) == 2 * 6
+
+
+def test_surviving_weights_start_each_level_at_theta_i(tmp_path, tiny_recipe, spy_fine_tune):
+    cfg = dataclasses.replace(tiny_recipe, rewind=2)
+    out = str(tmp_path / "traj")
+    run_trajectory(cfg, out, progress=False)
+    theta_i = load_weights(os.path.join(out, REWIND_POINT))
+    theta_0 = spy_fine_tune[0]["start"]
+    assert any(not torch.equal(theta_i[n], theta_0[n]) for n in theta_i), "rewind point must differ from theta_0"
+    masks = _masks(out)
+    for level in (1, 2):
+        start = spy_fine_tune[level]["start"]
+        for name, value in theta_i.items():
+            encoder_name = name.removeprefix("bert.")
+            if encoder_name in masks[level].tensors:
+                keep = masks[level].tensors[encoder_name]
+                assert torch.equal(start[name][keep], value[keep])
+            else:
+                assert torch.equal(start[name], value), name
+
+
+def test_no_rewind_head_keeps_the_trained_head(tmp_path, tiny_recipe, spy_fine_tune):
+    cfg = dataclasses.replace(tiny_recipe, levels=1, rewind_head=False)
+    run_trajectory(cfg, str(tmp_path / "traj"), progress=False)
+    assert torch.equal(spy_fine_tune[1]["start"]["classifier.weight"], spy_fine_tune[0]["end"]["classifier.weight"])
+    reset = dataclasses.replace(tiny_recipe, levels=1)
+    spy_fine_tune.clear()
+    run_trajectory(reset, str(tmp_path / "reset"), progress=False)
+    assert torch.equal(spy_fine_tune[1]["start"]["classifier.weight"], spy_fine_tune[0]["start"]["classifier.weight"])
+
+
+def test_resume_after_crash_equals_uninterrupted(tmp_path, tiny_recipe):
+    straight = str(tmp_path / "straight")
+    run_trajectory(tiny_recipe, straight, progress=False)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_level_0(result):
+        if result.level == 0:
+            raise Crash
+
+    resumed = str(tmp_path / "resumed")
+    with pytest.raises(Crash):
+        run_trajectory(tiny_recipe, resumed, on_level=crash_after_level_0, progress=False)
+    assert finished_levels(resumed) == [0]
+    first_start = json.load(open(os.path.join(level_dir(resumed, 0), "metrics.json")))["started_at"]
+    results = run_trajectory(tiny_recipe, resumed, progress=False)
+    assert [r.reused for r in results] == [True, False, False]
+    assert json.load(open(os.path.join(level_dir(resumed, 0), "metrics.json")))["started_at"] == first_start
+    for a, b in zip(_masks(straight), _masks(resumed)):
+        assert a.content_hash() == b.content_hash()
+    again = run_trajectory(tiny_recipe, resumed, progress=False)
+    assert all(r.reused for r in again)
+
+
+def test_other_settings_in_same_folder_are_refused(tmp_path, tiny_recipe):
+    out = str(tmp_path / "traj")
+    run_trajectory(dataclasses.replace(tiny_recipe, levels=0), out, progress=False)
+    with pytest.raises(TicketsError, match="seed differ"):
+        run_trajectory(dataclasses.replace(tiny_recipe, seed=1, levels=0), out, progress=False)
+
+
+def test_rewind_past_end_of_training_is_refused(tmp_path, tiny_recipe):
+    with pytest.raises(TicketsError, match="rewind 500 is past the end"):
+        run_trajectory(dataclasses.replace(tiny_recipe, rewind=500, levels=0), str(tmp_path / "t"), progress=False)
+
+
+@pytest.fixture
+def trajectory(tmp_path_factory, tiny_recipe):
+    out = str(tmp_path_factory.mktemp("branch_source") / "traj")
+    run_trajectory(dataclasses.replace(tiny_recipe, levels=2), out, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["random-prune", "random-reinit", "oneshot", "standard"])
+def test_branches_match_level_sparsity(tmp_path, tiny_recipe, trajectory, kind, spy_fine_tune):
+    imp_mask_path = os.path.join(level_dir(trajectory, 2), "mask.safetensors")
+    imp_mask = Mask.load(imp_mask_path)
+    cfg = BranchConfig(kind, tiny_recipe, imp_mask_path, trajectory)
+    out = str(tmp_path / kind)
+    metrics = run_branch(cfg, out, progress=False)
+    mask = Mask.load(os.path.join(out, "mask.safetensors"))
+    assert mask.sparsity == pytest.approx(imp_mask.sparsity, abs=1e-12)
+    assert metrics["branch"] == kind and metrics["level"] == 2 and "accuracy" in metrics["metrics"]
+    same_mask = overlap(mask, imp_mask)["jaccard"] == 1.0
+    assert same_mask == (kind == "random-reinit")
+    start = spy_fine_tune[-1]["start"]
+    weight = "bert.encoder.layer.0.attention.self.query.weight"
+    theta_0 = tickets.models.build_model("tiny-random-bert", "classification", 2, 0).state_dict()[weight]
+    if kind in ("random-prune", "oneshot"):
+        assert torch.equal(start[weight], theta_0)
+    else:
+        assert not torch.equal(start[weight], theta_0)
+    assert run_branch(cfg, out, progress=False)["reused"] is True
+
+
+def test_transfer_applies_source_mask_with_fresh_head(tmp_path, tiny_recipe, trajectory):
+    mask_path = os.path.join(level_dir(trajectory, 2), "mask.safetensors")
+    target = dataclasses.replace(tiny_recipe, task="cola")
+    metrics = run_branch(BranchConfig("transfer", target, mask_path), str(tmp_path / "t"), progress=False)
+    assert metrics["task"] == "cola" and metrics["source_task"] == "sst2" and "mcc" in metrics["metrics"]
+    mask = Mask.load(os.path.join(tmp_path / "t", "mask.safetensors"))
+    assert overlap(mask, Mask.load(mask_path))["jaccard"] == 1.0
+
+
+def test_transfer_of_mask_from_another_architecture_names_tensor(tmp_path, tiny_recipe):
+    foreign = Mask({"encoder.layer.0.attention.self.query.weight": torch.ones(384, 384, dtype=torch.bool)},
+                   {"level": "1"})
+    path = str(tmp_path / "foreign.safetensors")
+    foreign.save(path)
+    with pytest.raises(TicketsError, match=r"encoder\.layer\.0\.attention\.self\.query\.weight' has shape"):
+        run_branch(BranchConfig("transfer", tiny_recipe, path), str(tmp_path / "t"), progress=False)
+
+
+def test_standard_branch_without_trajectory_is_refused(tmp_path, tiny_recipe, trajectory):
+    mask_path = os.path.join(level_dir(trajectory, 1), "mask.safetensors")
+    with pytest.raises(TicketsError, match="needs --trajectory"):
+        BranchConfig("standard", tiny_recipe, mask_path).validate()

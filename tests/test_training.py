@@ -1,0 +1,48 @@
+"""The masked fine-tuning loop."""
+
+import pytest
+import torch
+
+from tickets.config import TrainConfig
+from tickets.data import load_task_data
+from tickets.models import base_model, build_model, load_tokenizer, prunable_parameters, prunable_patterns
+from tickets.pruning import prune
+from tickets.tasks import get_task
+from tickets.training import fine_tune, masked_pairs
+
+from conftest import GLUE_DIR
+
+
+def test_pruned_weights_stay_exactly_zero_and_others_train():
+    task = get_task("sst2")
+    data = load_task_data(task, load_tokenizer("tiny-random-bert"), str(GLUE_DIR), 32, 64, 16)
+    model = build_model("tiny-random-bert", task.kind, task.num_labels, seed=0)
+    params = prunable_parameters(model, prunable_patterns(model))
+    keep = prune("random", {n: p.detach() for n, p in params.items()}, 0.6, seed=1)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=5e-3, weight_decay=0.1, warmup_ratio=0.2)
+    result = fine_tune(model, data, cfg, masked_pairs(params, keep), seed=0, progress=False)
+    assert result.steps == 8
+    for name, param in params.items():
+        assert torch.count_nonzero(param[~keep[name]]) == 0, name
+        assert not torch.equal(param[keep[name]], before[name][keep[name]]), name
+    assert {"accuracy", "eval_loss"} <= set(result.metrics)
+
+
+def test_same_seed_same_result():
+    task = get_task("sst2")
+    data = load_task_data(task, load_tokenizer("tiny-random-bert"), str(GLUE_DIR), 32, 32, 16)
+    outs = []
+    for _ in range(2):
+        model = build_model("tiny-random-bert", task.kind, task.num_labels, seed=5)
+        fine_tune(model, data, TrainConfig(batch_size=8, learning_rate=1e-3), [], seed=5, progress=False)
+        outs.append(base_model(model).encoder.layer[0].output.dense.weight.detach().clone())
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_head_init_depends_on_seed_but_encoder_does_not():
+    a = build_model("tiny-random-bert", "classification", 2, seed=0)
+    b = build_model("tiny-random-bert", "classification", 2, seed=1)
+    assert not torch.equal(a.classifier.weight, b.classifier.weight)
+    assert torch.equal(a.bert.encoder.layer[1].intermediate.dense.weight, b.bert.encoder.layer[1].intermediate.dense.weight)
+    assert a.classifier.weight.std().item() == pytest.approx(0.02, rel=0.3)

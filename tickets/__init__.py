@@ -1,0 +1,3 @@
+"""The science: models, tasks, masks, pruning, training and IMP levels. Imports neither Ray nor MLflow."""
+
+CODE_VERSION = "1"

@@ -1,0 +1,65 @@
+"""Plain PyTorch fine-tuning: AdamW, linear warmup/decay over the level's own steps, gradient clipping."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+
+
+def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
+    """Linear warmup to the base learning rate, then linear decay to zero at `total_steps`."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+class TorchBackend:
+    """Trains a model in place with a fresh AdamW and a full schedule; keeps pruned weights exactly zero."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int, masked: list[tuple[nn.Parameter, torch.Tensor]]):
+        self.model = model
+        self.cfg = cfg
+        self.masked = masked
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.scheduler = linear_schedule(self.optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+        self.apply_masks()
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The training loss of one batch."""
+        return self.model(**batch).loss
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate and zero the gradients of pruned weights."""
+        loss.backward()
+        for param, keep in self.masked:
+            if param.grad is not None:
+                param.grad.mul_(keep)
+
+    def step(self) -> None:
+        """Clip, update, advance the schedule, then re-apply the masks."""
+        if self.cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.apply_masks()
+
+    @torch.no_grad()
+    def apply_masks(self) -> None:
+        """Set every pruned weight to exactly zero."""
+        for param, keep in self.masked:
+            param.mul_(keep)
+
+    def unwrap(self) -> nn.Module:
+        """The trained model, with ordinary parameters."""
+        return self.model
+
+    def close(self) -> None:
+        """Release backend resources."""

@@ -1,0 +1,145 @@
+"""Iterative magnitude pruning trajectories (Chen et al. 2020, Algorithm 1), resumable level by level."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import torch
+
+from .config import TrajectoryConfig
+from .errors import TicketsError
+from .masks import Mask
+from .pruning import prune, target_sparsity
+from .records import finished_metrics, read_json, write_json, write_result_dir
+from .session import TaskSession
+from .weights import load_parameter_state, load_weights, parameter_state, save_weights
+
+REWIND_POINT = "rewind_point.safetensors"
+DENSE_TRAINED = "trained.safetensors"
+NEXT_MASK = "next_mask.safetensors"
+HEAD = "head.safetensors"
+TRAJECTORY_FILE = "trajectory.json"
+
+
+@dataclass
+class LevelResult:
+    """One finished level of a trajectory."""
+
+    level: int
+    directory: str
+    metrics: dict
+    reused: bool
+
+
+def level_dir(out_dir: str, level: int) -> str:
+    """The folder of level `level`."""
+    return os.path.join(out_dir, f"level_{level:02d}")
+
+
+def finished_levels(out_dir: str) -> list[int]:
+    """Levels already finished in a trajectory folder, in order."""
+    done, level = [], 0
+    while finished_metrics(level_dir(out_dir, level)) is not None:
+        done.append(level)
+        level += 1
+    return done
+
+
+def check_trajectory_folder(cfg: TrajectoryConfig, out_dir: str) -> None:
+    """Record the trajectory's settings in OUT, or fail when OUT holds a trajectory with other settings."""
+    path = os.path.join(out_dir, TRAJECTORY_FILE)
+    if os.path.isfile(path):
+        recorded = TrajectoryConfig.from_dict(read_json(path)["config"])
+        if recorded.identity() != cfg.identity():
+            ours, theirs = _flatten(cfg.identity()), _flatten(recorded.identity())
+            differing = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+            raise TicketsError(
+                f"'{out_dir}' holds a trajectory with other settings ({', '.join(differing)} differ); use another --out"
+            )
+    write_json(path, {"config": asdict(cfg), "content_key": cfg.content_key()})
+
+
+def run_trajectory(
+    cfg: TrajectoryConfig,
+    out_dir: str,
+    on_level: Callable[[LevelResult], None] | None = None,
+    progress: bool = True,
+) -> list[LevelResult]:
+    """Run levels 0..cfg.levels of an IMP trajectory into `out_dir`, skipping levels already finished there."""
+    cfg.validate()
+    os.makedirs(out_dir, exist_ok=True)
+    check_trajectory_folder(cfg, out_dir)
+    results: list[LevelResult] = []
+    session: TaskSession | None = None
+    for level in range(cfg.levels + 1):
+        directory = level_dir(out_dir, level)
+        metrics = finished_metrics(directory)
+        if metrics is not None:
+            result = LevelResult(level, directory, metrics, reused=True)
+        else:
+            session = session or TaskSession.open(cfg)
+            result = _run_level(cfg, session, out_dir, level, progress)
+        results.append(result)
+        if on_level is not None:
+            on_level(result)
+    return results
+
+
+def _run_level(cfg: TrajectoryConfig, session: TaskSession, out_dir: str, level: int, progress: bool) -> LevelResult:
+    started_at = time.time()
+    model = session.model
+    if level == 0:
+        load_parameter_state(model, session.theta_0)
+        mask = session.full_mask()
+    else:
+        mask = Mask.load(os.path.join(level_dir(out_dir, level - 1), NEXT_MASK))
+        load_parameter_state(model, load_weights(os.path.join(out_dir, REWIND_POINT)))
+        if not cfg.rewind_head:
+            load_parameter_state(model, load_weights(os.path.join(level_dir(out_dir, level - 1), HEAD)))
+    capture_at = cfg.rewind if level == 0 else None
+    result = session.train(mask, capture_at=capture_at, progress=progress, description=f"{cfg.task} level {level}")
+    if level == 0:
+        if result.captured is None:
+            raise TicketsError(f"rewind {cfg.rewind} is past the end of training ({result.steps} steps)")
+        save_weights(result.captured, os.path.join(out_dir, REWIND_POINT))
+    next_mask = _next_mask(cfg, session, mask, level)
+    metrics = session.record(mask, result, level=level, started_at=started_at)
+    metrics["target_sparsity"] = target_sparsity(level, cfg.rate, cfg.schedule)
+    metrics["content_key"] = cfg.content_key(level)
+
+    def fill(tmp: str) -> None:
+        mask.save(os.path.join(tmp, "mask.safetensors"))
+        save_weights(session.head_state(), os.path.join(tmp, HEAD))
+        if next_mask is not None:
+            next_mask.save(os.path.join(tmp, NEXT_MASK))
+        if level == 0:
+            save_weights(parameter_state(model), os.path.join(tmp, DENSE_TRAINED))
+
+    directory = level_dir(out_dir, level)
+    write_result_dir(directory, fill, metrics)
+    return LevelResult(level, directory, metrics, reused=False)
+
+
+def _next_mask(cfg: TrajectoryConfig, session: TaskSession, mask: Mask, level: int) -> Mask | None:
+    """The mask of level + 1, pruned from this level's trained weights (None when the schedule ends at 100%)."""
+    try:
+        sparsity = target_sparsity(level + 1, cfg.rate, cfg.schedule)
+    except TicketsError:
+        return None
+    weights = {n: p.detach() for n, p in session.prunable.items()}
+    keep = prune(cfg.method, weights, sparsity, current=mask.tensors, seed=cfg.seed * 1000 + level + 1)
+    return session.make_mask(keep, level=level + 1)
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = json.dumps(value, sort_keys=True, default=str)
+    return flat

@@ -1,0 +1,107 @@
+"""Pruning strategies (a registry) and the sparsity schedules of an IMP trajectory."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .errors import TicketsError
+
+SCHEDULES = ("original", "remaining")
+
+
+def check_fraction(value: float, what: str) -> float:
+    """Return `value` if it lies strictly inside (0, 1), else raise naming `what`."""
+    if not 0.0 < value < 1.0:
+        raise TicketsError(f"{what} must be strictly between 0 and 1, got {value}")
+    return value
+
+
+def target_sparsity(level: int, rate: float, schedule: str) -> float:
+    """Sparsity of IMP level `level`: `original` prunes rate x the original count per level, `remaining` rate x what is left."""
+    check_fraction(rate, "pruning rate")
+    if schedule == "original":
+        sparsity = round(rate * level, 10)
+    elif schedule == "remaining":
+        sparsity = 1.0 - (1.0 - rate) ** level
+    else:
+        raise TicketsError(f"unknown schedule '{schedule}'; choose one of {', '.join(SCHEDULES)}")
+    if sparsity >= 1.0:
+        raise TicketsError(f"schedule '{schedule}' with rate {rate} reaches 100% sparsity at level {level}")
+    return sparsity
+
+
+def levels_for_sparsity(final_sparsity: float, rate: float, schedule: str) -> int:
+    """The number of IMP levels needed to reach at least `final_sparsity`."""
+    check_fraction(final_sparsity, "target sparsity")
+    level = 0
+    while target_sparsity(level, rate, schedule) < final_sparsity - 1e-9:
+        level += 1
+    return level
+
+
+Scorer = Callable[[dict[str, torch.Tensor], torch.Generator], dict[str, torch.Tensor]]
+STRATEGIES: dict[str, Scorer] = {}
+
+
+def register(name: str):
+    """Register a scoring function under `name`: higher score = kept longer."""
+
+    def wrap(fn: Scorer) -> Scorer:
+        STRATEGIES[name] = fn
+        return fn
+
+    return wrap
+
+
+@register("magnitude")
+def _magnitude(weights, generator):
+    return {n: w.detach().abs().float() for n, w in weights.items()}
+
+
+@register("random")
+def _random(weights, generator):
+    return {n: torch.rand(w.shape, generator=generator) for n, w in weights.items()}
+
+
+LAYERWISE = {"layerwise-magnitude": "magnitude"}
+
+
+def prune(
+    method: str,
+    weights: dict[str, torch.Tensor],
+    sparsity: float,
+    current: dict[str, torch.Tensor] | None = None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Keep-masks with exactly round(sparsity x total) weights pruned, never reviving a weight `current` pruned.
+
+    Global methods rank all prunable weights together; `layerwise-*` methods prune each tensor to `sparsity`.
+    """
+    if not 0.0 <= sparsity < 1.0:
+        raise TicketsError(f"sparsity must be in [0, 1), got {sparsity}")
+    scorer_name = LAYERWISE.get(method, method)
+    if scorer_name not in STRATEGIES:
+        known = sorted(set(STRATEGIES) | set(LAYERWISE))
+        raise TicketsError(f"unknown pruning method '{method}'; choose one of {', '.join(known)}")
+    generator = torch.Generator().manual_seed(seed)
+    scores = STRATEGIES[scorer_name](weights, generator)
+    if current is not None:
+        scores = {n: torch.where(current[n], s, torch.full_like(s, -1.0)) for n, s in scores.items()}
+    if method in LAYERWISE:
+        return {n: _keep_top(s.ravel(), sparsity).view(s.shape) for n, s in scores.items()}
+    names = list(scores)
+    flat = torch.cat([scores[n].ravel() for n in names])
+    keep = _keep_top(flat, sparsity)
+    sizes = [scores[n].numel() for n in names]
+    return {n: k.view(scores[n].shape) for n, k in zip(names, keep.split(sizes))}
+
+
+def _keep_top(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    n_prune = int(round(sparsity * scores.numel()))
+    keep = torch.ones(scores.numel(), dtype=torch.bool)
+    if n_prune:
+        order = torch.argsort(scores, stable=True)
+        keep[order[:n_prune]] = False
+    return keep

@@ -1,0 +1,54 @@
+"""Finished-result folders: written atomically, recognised by their metrics.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Callable
+
+from .errors import TicketsError
+
+METRICS_FILE = "metrics.json"
+
+
+def read_json(path: str) -> dict:
+    """A JSON file's content, or a clear error when it is unreadable."""
+    try:
+        with open(path) as handle:
+            return json.load(handle)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TicketsError(f"cannot read '{path}': {exc}") from exc
+
+
+def write_json(path: str, data: dict) -> None:
+    """Write JSON atomically."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def finished_metrics(directory: str) -> dict | None:
+    """The metrics.json of a finished result folder, or None when it is not finished."""
+    path = os.path.join(directory, METRICS_FILE)
+    return read_json(path) if os.path.isfile(path) else None
+
+
+def write_result_dir(directory: str, fill: Callable[[str], None], metrics: dict) -> None:
+    """Create `directory` atomically: `fill(tmp)` writes the files, then metrics.json marks it finished."""
+    parent = os.path.dirname(os.path.abspath(directory))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".partial-")
+    try:
+        fill(tmp)
+        write_json(os.path.join(tmp, METRICS_FILE), metrics)
+        if os.path.isdir(directory):
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)

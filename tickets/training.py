@@ -1,0 +1,90 @@
+"""One flat fine-tuning loop: masked steps, periodic evaluation, an optional weight capture for rewinding."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .backends import get_backend
+from .config import TrainConfig
+from .data import TaskData, train_loader
+from .evaluation import evaluate
+from .weights import parameter_state
+
+
+@dataclass
+class TrainResult:
+    """What one fine-tuning run produced."""
+
+    steps: int
+    train_loss: float
+    wall_time_s: float
+    metrics: dict[str, float]
+    eval_history: list[dict] = field(default_factory=list)
+    captured: dict[str, torch.Tensor] | None = None
+
+
+def masked_pairs(params: dict[str, nn.Parameter], keep: dict[str, torch.Tensor]) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """(parameter, 0/1 multiplier) for every tensor the mask covers."""
+    return [(params[name], keep[name].to(dtype=params[name].dtype, device=params[name].device)) for name in keep]
+
+
+def total_steps(data: TaskData, cfg: TrainConfig) -> int:
+    """Optimizer steps in one run of the recipe."""
+    batches = math.ceil(len(data.train) / cfg.batch_size)
+    return max(1, math.ceil(cfg.epochs * batches))
+
+
+def fine_tune(
+    model: nn.Module,
+    data: TaskData,
+    cfg: TrainConfig,
+    masked: list[tuple[nn.Parameter, torch.Tensor]],
+    seed: int,
+    capture_at: int | None = None,
+    progress: bool = True,
+    description: str = "train",
+) -> TrainResult:
+    """Train `model` in place with the recipe, keeping masked weights exactly zero; evaluate at the end.
+
+    With `capture_at` = k, the weights after k optimizer steps are returned in `captured` (k = 0: before training).
+    """
+    torch.manual_seed(seed)
+    steps = total_steps(data, cfg)
+    backend = get_backend(cfg.backend)(model, cfg, steps, masked)
+    captured = parameter_state(backend.unwrap()) if capture_at == 0 else None
+    history: list[dict] = []
+    loss_sum, loss_count, step = 0.0, 0, 0
+    started = time.perf_counter()
+    bar = tqdm(total=steps, desc=description, disable=not progress, leave=False)
+    model.train()
+    epoch = 0
+    while step < steps:
+        for batch in train_loader(data, cfg.batch_size, seed + epoch):
+            loss = backend.forward(batch)
+            backend.backward(loss)
+            backend.step()
+            step += 1
+            loss_sum += float(loss.detach())
+            loss_count += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / loss_count:.4f}")
+            if capture_at is not None and step == capture_at:
+                captured = parameter_state(backend.unwrap())
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
+                history.append({"step": step, **evaluate(backend.unwrap(), data, cfg.eval_batch_size)})
+                model.train()
+            if step >= steps:
+                break
+        epoch += 1
+    bar.close()
+    trained = backend.unwrap()
+    backend.close()
+    metrics = evaluate(trained, data, cfg.eval_batch_size)
+    history.append({"step": step, **metrics})
+    return TrainResult(step, loss_sum / max(1, loss_count), time.perf_counter() - started, metrics, history, captured)
