@@ -99,6 +99,7 @@ def build_model(name: str | None, kind: str, num_labels: int, seed: int) -> nn.M
     from transformers import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     source = resolve_model(name)
     config = _config(source, kind, num_labels)
     head_class = _head_class(kind)
