@@ -1,0 +1,332 @@
+"""MLflow -> pandas: an experiment's runs (tags, status, completeness) and their per-level metrics.
+
+Runs are read page by page with `search_runs`; metric histories are read in bulk, one request per metric key and
+chunk of runs (SQL stores: `get_metric_history_bulk`; tracking servers: the `get-history-bulk` REST endpoint), and
+only where neither exists one request per run and key. A level of a run counts once its `sparsity` is logged at that
+step (the writer logs it last, as the level's commit marker); values of a level without it are still being written.
+
+Series are told apart by the rewind point as the spec wrote it (tag `rewind_point` up to '=': '5%' of '5%=134'), so
+that a transfer run, which carries its source task's rewind steps, lines up with its target task's trajectories.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from cluster import conventions as C
+
+from .errors import AnalysisError
+from .tasks import task_metrics
+
+PAGE_SIZE = 1000
+BULK_RUNS = 100
+BULK_MAX_POINTS = 25000
+BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+
+IMP = "imp"
+TRANSFER = "transfer"
+SERIES = ["task", "model", "schedule", "method", "branch", "source_task", "rewind_point", "rewind"]
+STATUS_ORDER = {"FINISHED": 0, "RUNNING": 1, "SCHEDULED": 2, "FAILED": 3, "KILLED": 4}
+
+_TAGS = {
+    "run_kind": C.TAG_RUN_KIND, "task": C.TAG_TASK, "seed": C.TAG_SEED, "method": C.TAG_METHOD,
+    "rewind": C.TAG_REWIND, "schedule": C.TAG_SCHEDULE, "model": C.TAG_MODEL, "content_key": C.TAG_CONTENT_KEY,
+    "branch_kind": C.TAG_BRANCH_KIND, "source_task": C.TAG_SOURCE_TASK, "source_level": C.TAG_SOURCE_LEVEL,
+    "prunable_set": C.TAG_PRUNABLE_SET, "main_metric": C.TAG_MAIN_METRIC, "levels_planned": C.TAG_LEVELS_PLANNED,
+    "parent_run_id": C.TAG_PARENT_RUN, "rewind_point": C.TAG_REWIND_POINT,
+}
+_INT_TAGS = ("seed", "rewind", "source_level", "levels_planned")
+_INHERITED = ("task", "seed", "method", "rewind", "rewind_point", "schedule", "model", "prunable_set", "main_metric")
+_NOT_INHERITED_BY_TRANSFER = ("task", "main_metric")
+
+
+@dataclass
+class Collected:
+    """One experiment's runs and metrics.
+
+    `runs`: one row per run (run_id, run_name, status, tags as columns, branch ('imp' for trajectories, else the
+    branch kind), rewind_point (the spec's point), last_level (last committed level), last_logged, and
+    `problem`: '' for a complete run, else 'running', 'failed', 'killed', 'scheduled', 'no metrics: ...' or
+    'incomplete: ...');
+    `points`: one row per (run_id, level) with `sparsity` and one column per other metric;
+    `ignored`: runs whose run_kind is neither trajectory nor branch.
+    """
+
+    experiment: str
+    experiment_id: str
+    tracking_uri: str
+    runs: pd.DataFrame
+    points: pd.DataFrame
+    ignored: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def table(self) -> pd.DataFrame:
+        """Per-level values joined with run tags; one row per (series, seed, level), preferring finished runs."""
+        keep = ["run_id", "seed", "status", "start_time", *SERIES]
+        merged = self.points.merge(self.runs[keep], on="run_id", how="inner")
+        merged["_order"] = merged["status"].map(STATUS_ORDER).fillna(len(STATUS_ORDER))
+        merged = merged.sort_values(["_order", "start_time"], ascending=[True, False], kind="stable")
+        merged = merged.drop_duplicates(SERIES + ["seed", "level"]).drop(columns=["_order"])
+        return merged.sort_values(SERIES + ["seed", "level"], kind="stable").reset_index(drop=True)
+
+    def main_metrics(self) -> dict[str, str]:
+        """Task -> its main metric: the most common `main_metric` tag of the task's runs, else the standard one."""
+        out = {}
+        for task, runs in self.runs.groupby("task"):
+            tagged = runs.loc[runs["main_metric"] != "", "main_metric"]
+            out[task] = tagged.mode().iloc[0] if len(tagged) else (task_metrics(task) or ("",))[0]
+        return out
+
+    def problem_counts(self) -> str:
+        """E.g. '1 failed, 2 running' over the runs that are not complete ('' when all are)."""
+        kinds = self.runs.loc[self.runs["problem"] != "", "problem"].str.split(":").str[0].value_counts()
+        return ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+
+    def duplicates(self) -> int:
+        """How many (series, seed, level) values were dropped because another run had the same cell."""
+        merged = self.points.merge(self.runs[["run_id", "seed", *SERIES]], on="run_id")
+        return int(merged.duplicated(SERIES + ["seed", "level"]).sum())
+
+
+def rows_where(frame: pd.DataFrame, values: dict) -> pd.Series:
+    """Boolean mask of the rows of `frame` whose columns equal `values` (a missing value equals a missing value)."""
+    mask = pd.Series(True, index=frame.index)
+    for column, value in values.items():
+        mask &= frame[column].isna() if pd.isna(value) else (frame[column] == value).fillna(False).astype(bool)
+    return mask
+
+
+def open_client(uri: str):
+    """An MlflowClient for `uri`, after checking that the store exists and answers (one-line AnalysisError if not)."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite" and uri not in ("sqlite://", "sqlite:///:memory:"):
+        path = uri[len("sqlite:///"):]
+        if not os.path.isfile(path):
+            raise AnalysisError(f"tracking store '{uri}' does not exist (no file {os.path.abspath(path)}); "
+                                "pass --tracking-uri or set MLFLOW_TRACKING_URI")
+    elif parsed.scheme in ("http", "https"):
+        _check_reachable(uri)
+    elif parsed.scheme in ("", "file") and not os.path.isdir(parsed.path):
+        raise AnalysisError(f"tracking store '{uri}' does not exist (no folder {os.path.abspath(parsed.path)})")
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        client.search_experiments(max_results=1)
+    except MlflowException as exc:
+        raise AnalysisError(f"cannot read the tracking store '{uri}': {_first_line(exc)}") from exc
+    return client
+
+
+def _check_reachable(uri: str) -> None:
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=10)
+    except requests.RequestException as exc:
+        raise AnalysisError(f"cannot reach the MLflow tracking server at {uri} ({type(exc).__name__}); "
+                            "is it running? (--tracking-uri or MLFLOW_TRACKING_URI)") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def experiment_names(client) -> list[str]:
+    """Names of all active experiments in the store, paging through the search."""
+    names, token = [], None
+    while True:
+        page = client.search_experiments(max_results=PAGE_SIZE, page_token=token)
+        names.extend(e.name for e in page)
+        token = page.token
+        if not token:
+            return sorted(names)
+
+
+def find_experiment(client, name: str):
+    """The active experiment called `name`, or an AnalysisError listing the experiments that exist."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None or experiment.lifecycle_stage != "active":
+        existing = ", ".join(experiment_names(client)) or "(none)"
+        raise AnalysisError(f"experiment '{name}' does not exist in {client.tracking_uri}; "
+                            f"existing experiments: {existing}")
+    return experiment
+
+
+def search_all_runs(client, experiment_id: str) -> list:
+    """Every active run of the experiment, fetched page by page."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], max_results=PAGE_SIZE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def fetch_histories(client, runs: list) -> pd.DataFrame:
+    """Every logged value (run_id, key, step, value, timestamp) of the runs, read in bulk per metric key."""
+    ids_by_key: dict[str, list[str]] = {}
+    for run in runs:
+        for key in run.data.metrics:
+            ids_by_key.setdefault(key, []).append(run.info.run_id)
+    read = _HistoryReader(client)
+    rows = []
+    for key, ids in sorted(ids_by_key.items()):
+        for start in range(0, len(ids), BULK_RUNS):
+            rows.extend(read(ids[start:start + BULK_RUNS], key))
+    columns = ["run_id", "key", "step", "value", "timestamp"]
+    return pd.DataFrame([{c: r[c] for c in columns} for r in rows], columns=columns)
+
+
+class _HistoryReader:
+    """Reads the history of one metric for a chunk of runs in one request where the store allows it: SQL stores
+    (`get_metric_history_bulk`), tracking servers (the `get-history-bulk` REST endpoint); otherwise, or when that
+    request fails (an older server), one request per run. A chunk whose answer may be truncated is split."""
+
+    def __init__(self, client):
+        from mlflow.store.tracking.rest_store import RestStore
+
+        self.client = client
+        self.store = client._tracking_client.store
+        if hasattr(self.store, "get_metric_history_bulk"):
+            self.bulk = self._sql
+        elif isinstance(self.store, RestStore):
+            self.bulk = self._rest
+        else:
+            self.bulk = None
+
+    def __call__(self, ids: list[str], key: str) -> list[dict]:
+        from mlflow.exceptions import MlflowException
+
+        if self.bulk is None:
+            return self._per_run(ids, key)
+        try:
+            points = self.bulk(ids, key)
+        except MlflowException:
+            self.bulk = None
+            return self._per_run(ids, key)
+        if len(points) < BULK_MAX_POINTS:
+            return points
+        if len(ids) == 1:
+            return self._per_run(ids, key)
+        half = len(ids) // 2
+        return self(ids[:half], key) + self(ids[half:], key)
+
+    def _per_run(self, ids: list[str], key: str) -> list[dict]:
+        return [dict(run_id=r, key=m.key, value=m.value, step=m.step, timestamp=m.timestamp)
+                for r in ids for m in self.client.get_metric_history(r, key)]
+
+    def _sql(self, ids: list[str], key: str) -> list[dict]:
+        return [m.to_dict() for m in self.store.get_metric_history_bulk(ids, key, BULK_MAX_POINTS)]
+
+    def _rest(self, ids: list[str], key: str) -> list[dict]:
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        params = {"run_id": list(ids), "metric_key": key, "max_results": BULK_MAX_POINTS}
+        response = http_request(self.store.get_host_creds(), BULK_ENDPOINT, "GET", params=params)
+        verify_rest_response(response, BULK_ENDPOINT)
+        return response.json().get("metrics", [])
+
+
+def runs_frame(runs: list) -> pd.DataFrame:
+    """One row per run: id, name, status, times and the convention tags (ints parsed, branch tags inherited)."""
+    rows = []
+    for run in runs:
+        tags = run.data.tags
+        row = {"run_id": run.info.run_id, "run_name": run.info.run_name or "", "status": run.info.status,
+               "start_time": run.info.start_time, "end_time": run.info.end_time}
+        row.update({column: tags.get(tag, "") for column, tag in _TAGS.items()})
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=["run_id", "run_name", "status", "start_time", "end_time", *_TAGS])
+    frame = _inherit_from_parents(frame)
+    for column in _INT_TAGS:
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        frame[column] = numbers.where(numbers == numbers.round()).astype("Int64")
+    is_branch = frame["run_kind"] == C.RUN_KIND_BRANCH
+    frame["branch"] = frame["branch_kind"].where(is_branch, IMP)
+    frame.loc[is_branch & (frame["branch"] == ""), "branch"] = "unknown-branch"
+    frame.loc[frame["branch"] != TRANSFER, "source_task"] = ""
+    point = frame["rewind_point"].str.split("=").str[0]
+    frame["rewind_point"] = point.where(point != "", frame["rewind"].astype("string").fillna(""))
+    return frame
+
+
+def _inherit_from_parents(frame: pd.DataFrame) -> pd.DataFrame:
+    """Fill a branch run's missing tags from its parent trajectory run (never the target task of a transfer)."""
+    parents = frame.loc[frame["run_kind"] == C.RUN_KIND_TRAJECTORY, ["run_id", *_INHERITED]]
+    parents = parents.rename(columns=lambda c: f"_parent_{c}")
+    merged = frame.merge(parents, left_on="parent_run_id", right_on="_parent_run_id", how="left")
+    has_parent = (merged["run_kind"] == C.RUN_KIND_BRANCH) & merged["_parent_run_id"].notna()
+    transfer = merged["branch_kind"] == TRANSFER
+    for column in _INHERITED:
+        fill = has_parent & (merged[column] == "")
+        if column in _NOT_INHERITED_BY_TRANSFER:
+            fill &= ~transfer
+        merged.loc[fill, column] = merged.loc[fill, f"_parent_{column}"]
+    fill = has_parent & transfer & (merged["source_task"] == "")
+    merged.loc[fill, "source_task"] = merged.loc[fill, "_parent_task"]
+    return merged[frame.columns]
+
+
+def points_frame(history: pd.DataFrame) -> pd.DataFrame:
+    """History -> one row per committed (run_id, level), i.e. with `sparsity`, and one column per metric (the latest
+    value logged at that step)."""
+    if history.empty:
+        return pd.DataFrame(columns=["run_id", "level", C.METRIC_SPARSITY])
+    latest = history.sort_values("timestamp", kind="stable").drop_duplicates(["run_id", "key", "step"], keep="last")
+    wide = latest.pivot(index=["run_id", "step"], columns="key", values="value").reset_index()
+    wide = wide.rename(columns={"step": "level"})
+    wide.columns.name = None
+    if C.METRIC_SPARSITY not in wide:
+        wide[C.METRIC_SPARSITY] = float("nan")
+    wide = wide[wide[C.METRIC_SPARSITY].notna()].reset_index(drop=True)
+    wide["level"] = wide["level"].astype(int)
+    return wide
+
+
+def _problems(runs: pd.DataFrame, history: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """Add last_level, last_logged and `problem` (empty when the run is finished and has every planned level)."""
+    last_level = points.groupby("run_id")["level"].max().rename("last_level")
+    last_logged = history.groupby("run_id")["timestamp"].max().rename("last_logged")
+    runs = runs.merge(last_level, left_on="run_id", right_index=True, how="left")
+    runs = runs.merge(last_logged, left_on="run_id", right_index=True, how="left")
+    runs["last_level"] = runs["last_level"].astype("Int64")
+    problems = []
+    for _, run in runs.iterrows():
+        planned = run["levels_planned"]
+        if run["status"] != "FINISHED":
+            problem = run["status"].lower()
+        elif pd.isna(run["last_level"]):
+            problem = "no metrics: finished without logging any"
+        elif run["run_kind"] == C.RUN_KIND_TRAJECTORY and pd.notna(planned) and run["last_level"] < planned:
+            problem = f"incomplete: finished at level {run['last_level']} of {planned} planned"
+        else:
+            problem = ""
+        problems.append(problem)
+    runs["problem"] = problems
+    return runs
+
+
+def collect(client, name: str) -> Collected:
+    """Read experiment `name` from the store behind `client` into a Collected."""
+    experiment = find_experiment(client, name)
+    runs = search_all_runs(client, experiment.experiment_id)
+    frame = runs_frame(runs)
+    known = frame["run_kind"].isin([C.RUN_KIND_TRAJECTORY, C.RUN_KIND_BRANCH])
+    kept = [run for run, keep in zip(runs, known) if keep]
+    history = fetch_histories(client, kept)
+    points = points_frame(history)
+    return Collected(
+        experiment=name,
+        experiment_id=experiment.experiment_id,
+        tracking_uri=client.tracking_uri,
+        runs=_problems(frame[known].reset_index(drop=True), history, points),
+        points=points,
+        ignored=frame[~known].reset_index(drop=True),
+    )

@@ -1,0 +1,329 @@
+"""`python -m analysis report`: summary/matching/transfer CSVs, PNG plots, report.md and a self-contained
+report.html for one experiment, with partial results (running, failed, incomplete runs) marked."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime, timezone
+
+import pandas as pd
+
+from .collect import IMP, TRANSFER, Collected, collect, rows_where
+from .document import Document
+from .masks import MASK_GROUP, choose_levels, load_masks, random_jaccard
+from .matching import DENSE_KEY, dense_stats, find_matching
+from .plots import layer_sparsity, seed_overlaps, sparsity_curves, task_overlaps, transfer_heatmap
+from .stats import describe, metric_columns, metric_columns_of, summarise
+from .tasks import task_metrics
+from .transfer import GROUP as TRANSFER_GROUP
+from .transfer import transfer_table
+
+FACETS = ["model", "schedule", "method", "rewind_point"]
+_FILE_NAMES = {"model": "model", "schedule": "", "method": "", "rewind_point": "rewind", "level": "level"}
+
+
+def mean_std(mean, std, n, digits: int = 4) -> str:
+    """'mean ± std (n=k)'; '–' when n is 0 or missing."""
+    if n is None or pd.isna(n) or int(n) == 0:
+        return "–"
+    spread = f" ± {std:.{digits}f}" if pd.notna(std) else " ± n/a"
+    return f"{mean:.{digits}f}{spread} (n={int(n)})"
+
+
+def percent(sparsity) -> str:
+    """A sparsity fraction as '36.0%' ('?' when unknown)."""
+    return "?" if sparsity is None or pd.isna(sparsity) else f"{100 * sparsity:.1f}%"
+
+
+def varying(frame: pd.DataFrame, columns: list[str]) -> set[str]:
+    """The columns that take more than one value in `frame`."""
+    return {c for c in columns if c in frame and frame[c].nunique(dropna=False) > 1}
+
+
+def suffix(values: dict, shown: set[str]) -> str:
+    """A file-name suffix naming the values of the `shown` columns, e.g. '_rewind5pct'."""
+    parts = [_FILE_NAMES.get(column, column) + re.sub(r"[^A-Za-z0-9.-]+", "-", str(values[column]).replace("%", "pct"))
+             for column in values if column in shown]
+    return "".join(f"_{part}" for part in parts)
+
+
+def series_label(row, shown: set[str]) -> str:
+    """'IMP', a branch kind, or 'transfer from S', plus the facets in `shown` that tell series apart."""
+    if row["branch"] == IMP:
+        label = "IMP"
+    elif row["branch"] == TRANSFER:
+        label = f"transfer from {row['source_task']}"
+    else:
+        label = row["branch"]
+    extra = [f"rewind {row[c]}" if c == "rewind_point" else str(row[c]) for c in FACETS if c in shown]
+    return f"{label} ({', '.join(extra)})" if extra else label
+
+
+def task_metric_list(task: str, main: str, summary: pd.DataFrame) -> list[str]:
+    """The task's standard metrics that have data in `summary` (main first); else every metric but eval_loss."""
+    present = [m for m in metric_columns_of(summary) if summary[f"{m}_n"].fillna(0).sum() > 0]
+    standard = [m for m in task_metrics(task, main) if m in present]
+    return standard or [m for m in present if m != "eval_loss"]
+
+
+def write_report(client, experiment: str, out_dir: str, overlap_level: int | None = None,
+                 overlap_sparsity: float | None = None, masks: bool = True) -> str:
+    """Collect `experiment` and write every table, plot and the report into `out_dir`; return report.md's path."""
+    os.makedirs(out_dir, exist_ok=True)
+    collected = collect(client, experiment)
+    table = collected.table()
+    main = collected.main_metrics()
+    summary = summarise(table, collected.runs)
+    matching = find_matching(summary, table, main)
+    transfer = transfer_table(table, main)
+    for name, frame in (("summary", summary), ("matching", matching), ("transfer", transfer)):
+        frame.to_csv(os.path.join(out_dir, f"{name}.csv"), index=False)
+
+    doc = Document(f"Seed-variance report: {experiment}")
+    _setup(doc, collected, table)
+    _runs(doc, collected)
+    _matching(doc, matching, collected)
+    _tasks(doc, summary, table, main, collected, out_dir)
+    _transfer(doc, transfer, out_dir)
+    tables = ["summary.csv", "matching.csv", "transfer.csv"]
+    if masks:
+        tables += _masks(doc, client, table, out_dir, overlap_level, overlap_sparsity)
+    doc.heading("Files")
+    doc.bullets(tables + [os.path.basename(block[1]) for block in doc.blocks if block[0] == "image"])
+    path = os.path.join(out_dir, "report.md")
+    with open(path, "w") as handle:
+        handle.write(doc.to_markdown())
+    with open(os.path.join(out_dir, "report.html"), "w") as handle:
+        handle.write(doc.to_html())
+    return path
+
+
+def _values(frame: pd.DataFrame, column: str) -> str:
+    values = sorted({f"`{v}`" if pd.notna(v) and v != "" else "(not tagged)" for v in frame[column]})
+    return ", ".join(values) if values else "(none)"
+
+
+def _prunable_sets(frame: pd.DataFrame) -> str:
+    """The distinct prunable_set tags (JSON lists of parameter-name patterns) as code, one set after another."""
+    shown = []
+    for value in sorted(set(frame["prunable_set"])):
+        try:
+            patterns = json.loads(value) if value else []
+        except ValueError:
+            patterns = [value]
+        patterns = patterns if isinstance(patterns, list) else [value]
+        shown.append(" ".join(f"`{p}`" for p in patterns) or "(not tagged)")
+    return "; ".join(shown) or "(none)"
+
+
+def _setup(doc: Document, collected: Collected, table: pd.DataFrame) -> None:
+    runs = collected.runs
+    unfinished = runs[runs["problem"] != ""]
+    if len(unfinished):
+        doc.callout(f"PARTIAL RESULTS: {len(unfinished)} of {len(runs)} runs are not complete "
+                    f"({collected.problem_counts()}). Rows and cells marked 'partial' have fewer seeds than their "
+                    "series; plots draw them with hollow markers.")
+    if runs.empty:
+        doc.callout("The experiment has no trajectory or branch runs yet.")
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    doc.text(f"Experiment '{collected.experiment}' (id {collected.experiment_id}) in {collected.tracking_uri}, "
+             f"read {stamp}.")
+    doc.heading("Setup")
+    seeds = table.groupby("task")["seed"].nunique() if len(table) else pd.Series(dtype=int)
+    kinds = runs["branch"].map(lambda b: "trajectory (IMP)" if b == IMP else f"branch {b}").value_counts()
+    items = [
+        f"Model: {_values(runs, 'model')}",
+        f"Prunable set (tag prunable_set): {_prunable_sets(runs[runs['last_level'].notna()])}",
+        f"Pruning methods: {_values(runs, 'method')}; schedules: {_values(runs, 'schedule')}; "
+        f"rewind points: {_values(runs, 'rewind_point')} (steps: {_values(runs, 'rewind')})",
+        "Tasks (main metric, seeds with results): " + (", ".join(
+            f"{t} ({m}, n={int(seeds.get(t, 0))})" for t, m in sorted(collected.main_metrics().items())) or "(none)"),
+        "Runs: " + (", ".join(f"{n} {k}" for k, n in kinds.items()) or "none"),
+        "Statistics over seeds: n, mean, sample std (ddof=1, n/a for n=1), min, median, max. Matching: mean >= "
+        "dense mean - dense std; strictly matching: mean >= dense mean (dense = level 0 of the IMP trajectories "
+        "with the same task, model and rewind point).",
+    ]
+    if len(collected.ignored):
+        items.append(f"{len(collected.ignored)} runs without run_kind trajectory/branch were ignored.")
+    if collected.duplicates():
+        items.append(f"{collected.duplicates()} level values were superseded by another run of the same seed "
+                     "(finished runs preferred, then the newest).")
+    doc.bullets(items)
+
+
+def _runs(doc: Document, collected: Collected) -> None:
+    doc.heading("Incomplete, failed and running runs")
+    everything = collected.runs
+    waiting = (everything["status"] == "SCHEDULED") & everything["last_level"].isna()
+    runs = everything[(everything["problem"] != "") & ~waiting]
+    if waiting.any():
+        kinds = everything.loc[waiting, "branch"].map(lambda b: "trajectory" if b == IMP else b).value_counts()
+        doc.text(f"{int(waiting.sum())} runs are scheduled and have not started: "
+                 + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) + ".")
+    if runs.empty:
+        if not waiting.any():
+            doc.text(f"All {len(everything)} runs finished with every planned level." if len(everything)
+                     else "No runs.")
+        return
+    rows = []
+    for _, run in runs.iterrows():
+        logged = pd.to_datetime(run["last_logged"], unit="ms", utc=True) if pd.notna(run["last_logged"]) else None
+        rows.append({"run": run["run_name"], "run id": run["run_id"], "kind": run["branch"], "task": run["task"],
+                     "seed": run["seed"], "source": run["source_task"], "status": run["status"],
+                     "levels logged": "none" if pd.isna(run["last_level"]) else f"up to {run['last_level']}",
+                     "levels planned": run["levels_planned"], "problem": run["problem"],
+                     "last metric (UTC)": logged.strftime("%Y-%m-%d %H:%M") if logged is not None else ""})
+    doc.table(pd.DataFrame(rows))
+
+
+def _matching(doc: Document, matching: pd.DataFrame, collected: Collected) -> None:
+    doc.heading("Matching subnetworks")
+    if matching.empty:
+        doc.text("No results yet.")
+        return
+    doc.text("Per task, series and metric: the sparsest pruned level whose mean over seeds is matching "
+             "(>= dense mean - std) and strictly matching (>= dense mean). Full table: matching.csv.")
+    shown = varying(collected.runs, FACETS)
+    rows = []
+    for _, row in matching.iterrows():
+        found = {}
+        for which in ("matching", "strict"):
+            if pd.isna(row[f"{which}_level"]):
+                found[which] = f"none of {row['levels_evaluated']} pruned levels"
+            else:
+                found[which] = (f"level {row[f'{which}_level']} ({percent(row[f'{which}_sparsity'])}): "
+                                + mean_std(row[f"{which}_mean"], row[f"{which}_std"], row[f"{which}_n"]))
+        rows.append({"task": row["task"], "series": series_label(row, shown), "metric": row["metric"],
+                     "dense (level 0)": mean_std(row["dense_mean"], row["dense_std"], row["dense_n"]),
+                     "threshold": "" if pd.isna(row["threshold"]) else f"{row['threshold']:.4f}",
+                     "sparsest matching": found["matching"], "sparsest strictly matching": found["strict"],
+                     "partial": "partial" if row["partial"] else ""})
+    doc.table(pd.DataFrame(rows))
+
+
+def _tasks(doc: Document, summary: pd.DataFrame, table: pd.DataFrame, main: dict, collected: Collected,
+           out_dir: str) -> None:
+    if summary.empty:
+        return
+    shown_files = varying(collected.runs, ["model", "rewind_point"])
+    shown_labels = varying(collected.runs, ["schedule", "method"])
+    dense = dense_stats(table, metric_columns(table))
+    curves = summary[summary["branch"] != TRANSFER]
+    for key, rows in curves.groupby(["task", "model", "rewind_point"], dropna=False, sort=True):
+        facet = dict(zip(["task", "model", "rewind_point"], key))
+        metrics = task_metric_list(facet["task"], main.get(facet["task"], ""), rows)
+        if not metrics:
+            continue
+        doc.heading(f"Task {facet['task']}" + "".join(f", {_FILE_NAMES[c]} {facet[c]}"
+                                                       for c in ["model", "rewind_point"] if c in shown_files))
+        reference = dense[rows_where(dense, {c: facet[c] for c in DENSE_KEY})]
+        ref = {m: (int(reference.iloc[0][f"{m}_n"]), reference.iloc[0][f"{m}_mean"], reference.iloc[0][f"{m}_std"])
+               for m in metrics if len(reference)}
+        series = {series_label(part.iloc[0], shown_labels): part
+                  for _, part in rows.groupby(["method", "schedule", "branch"], dropna=False, sort=False)}
+        name = f"curves_{facet['task']}{suffix(facet, shown_files)}.png"
+        title = f"{facet['task']}, model {facet['model']}, rewind {facet['rewind_point']}"
+        sparsity_curves(series, ref, metrics, title, os.path.join(out_dir, name))
+        doc.image(os.path.join(out_dir, name), f"{title}: {', '.join(metrics)} against sparsity")
+        doc.table(_level_table(rows, metrics, shown_labels))
+
+
+def _level_table(rows: pd.DataFrame, metrics: list[str], shown: set[str]) -> pd.DataFrame:
+    out = []
+    for _, row in rows.iterrows():
+        entry = {"series": series_label(row, shown), "level": row["level"], "sparsity": percent(row["sparsity"]),
+                 "seeds": f"{row['n']} of {row['seeds_expected']}" + (" (partial)" if row["partial"] else "")}
+        entry.update({m: describe(row, m) for m in metrics})
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
+def _transfer(doc: Document, transfer: pd.DataFrame, out_dir: str) -> None:
+    doc.heading("Transfer")
+    if transfer.empty:
+        doc.text("The experiment has no transfer runs.")
+        return
+    doc.text("TRANSFER(S,T): the metric on task T of the mask found on task S. TRANSFER(T,T) comes from transfer "
+             "runs with S = T where present, else from T's own IMP trajectory at the same level (column "
+             "'reference'). Difference = difference of the means; its n and std come from per-seed differences "
+             "over the seeds present on both sides. Full table: transfer.csv.")
+    shown = varying(transfer, TRANSFER_GROUP)
+    for key, rows in transfer[transfer["is_main"]].groupby(TRANSFER_GROUP, dropna=False, sort=True):
+        facet = dict(zip(TRANSFER_GROUP, key))
+        name = f"transfer{suffix(facet, shown)}.png"
+        title = (f"Transfer at level {facet['level']} (sparsity {percent(rows['sparsity'].mean())}), "
+                 f"method {facet['method']}, rewind {facet['rewind_point']}")
+        transfer_heatmap(rows, title, os.path.join(out_dir, name))
+        doc.image(os.path.join(out_dir, name), title)
+    facets = [c for c in FACETS if c in shown]
+    table = [{**{_FILE_NAMES[c] or c: r[c] for c in facets},
+              "S": r["source_task"], "T": r["task"], "level": r["level"], "sparsity": percent(r["sparsity"]),
+              "metric": r["metric"], "TRANSFER(S,T)": mean_std(r["transfer_mean"], r["transfer_std"], r["transfer_n"]),
+              "TRANSFER(T,T)": mean_std(r["self_mean"], r["self_std"], r["self_n"]),
+              "reference": r["self_source"] or "none",
+              "difference": "–" if pd.isna(r["diff"]) else
+              f"{r['diff']:+.4f} (std {r['diff_std']:.4f} over n={r['diff_n']} paired seeds)"
+              if pd.notna(r["diff_std"]) else f"{r['diff']:+.4f} (n={r['diff_n']} paired seeds)"}
+             for _, r in transfer.iterrows()]
+    doc.table(pd.DataFrame(table))
+
+
+def _masks(doc: Document, client, table: pd.DataFrame, out_dir: str, level: int | None,
+           sparsity: float | None) -> list[str]:
+    """The masks section; returns the tables it wrote."""
+    doc.heading("Masks")
+    chosen = choose_levels(table, level, sparsity)
+    if chosen.empty:
+        doc.text("No trajectory level to read masks from" + (f" at level {level}." if level is not None else
+                                                              " (no pruned level finished yet)."))
+        return []
+    loaded = load_masks(client, chosen)
+    loaded.layers.to_csv(os.path.join(out_dir, "layer_sparsity.csv"), index=False)
+    loaded.overlap.to_csv(os.path.join(out_dir, "overlap.csv"), index=False)
+    how = (f"level {level}" if level is not None else f"the level nearest {percent(sparsity)} sparsity"
+           if sparsity is not None else "the deepest level every finished trajectory of the group reached")
+    doc.text(f"Masks (artifacts `masks/level_XX.safetensors`) of the IMP trajectories at {how} "
+             "(--overlap-level / --overlap-sparsity choose another). Tables: layer_sparsity.csv, overlap.csv.")
+    if loaded.problems:
+        doc.callout(f"Masks that could not be read ({len(loaded.problems)}):")
+        doc.bullets(loaded.problems)
+    shown = varying(loaded.chosen, MASK_GROUP)
+    for key, runs in loaded.chosen.groupby(MASK_GROUP, dropna=False, sort=True):
+        facet = dict(zip(MASK_GROUP, key))
+        levels = ", ".join(str(v) for v in sorted(runs["level"].unique()))
+        title = (f"IMP masks at level {levels} (sparsity {percent(runs['sparsity'].min())}"
+                 + (f"-{percent(runs['sparsity'].max())}" if runs["sparsity"].nunique() > 1 else "")
+                 + f"), method {facet['method']}, rewind {facet['rewind_point']}")
+        doc.heading(title, 3)
+        layers = loaded.layers[rows_where(loaded.layers, facet)]
+        name = f"layer_sparsity{suffix(facet, shown)}.png"
+        layer_sparsity(layers, title, os.path.join(out_dir, name))
+        doc.image(os.path.join(out_dir, name), f"Per-layer sparsity: {title}")
+        pairs = loaded.overlap[rows_where(loaded.overlap, facet)]
+        if pairs.empty:
+            doc.text("Only one mask: no overlap to compute.")
+            continue
+        for plot, stem, what in ((task_overlaps, "overlap_tasks", "between tasks"),
+                                 (seed_overlaps, "overlap_seeds", "between seeds")):
+            if stem == "overlap_seeds" and not (pairs["task_a"] == pairs["task_b"]).any():
+                continue
+            name = f"{stem}{suffix(facet, shown)}.png"
+            plot(pairs, title, os.path.join(out_dir, name))
+            doc.image(os.path.join(out_dir, name), f"Mask overlap (Jaccard) {what}: {title}")
+        doc.table(_overlap_table(pairs))
+    return ["layer_sparsity.csv", "overlap.csv"]
+
+
+def _overlap_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    tasks = pairs[["task_a", "task_b"]]
+    ordered = pairs.assign(first=tasks.min(axis=1), second=tasks.max(axis=1))
+    for (a, b), part in ordered.groupby(["first", "second"], sort=True):
+        sparsity = pd.concat([part["sparsity_a"], part["sparsity_b"]]).mean()
+        rows.append({"task A": a, "task B": b, "pairs": "different seeds" if a == b else "all seed pairs",
+                     "Jaccard": mean_std(part["jaccard"].mean(), part["jaccard"].std(), len(part), 3)
+                     + f" [{part['jaccard'].min():.3f}, {part['jaccard'].max():.3f}]",
+                     "random masks": f"{random_jaccard(sparsity, sparsity):.3f}"})
+    return pd.DataFrame(rows)
