@@ -8,6 +8,7 @@ import os
 import sys
 from dataclasses import asdict, fields
 
+from .backends.deepspeed_config import read_config_file
 from .config import BACKENDS, BRANCH_KINDS, TrainConfig, TrajectoryConfig
 from .errors import TicketsError
 from .masks import Mask, overlap
@@ -18,6 +19,8 @@ TRAIN_FLAGS = {
     "max_grad_norm": float, "max_seq_length": int, "max_train_samples": int, "max_eval_samples": int,
     "eval_batch_size": int, "eval_every": int,
 }
+
+DEEPSPEED_FLAGS = ("precision", "zero_stage", "grad_accum", "offload_optimizer")
 
 
 def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -35,6 +38,13 @@ def _add_recipe_args(parser: argparse.ArgumentParser) -> None:
         flag = "--lr" if name == "learning_rate" else "--" + name.replace("_", "-")
         parser.add_argument(flag, dest=name, type=kind)
     parser.add_argument("--backend", choices=BACKENDS)
+    deepspeed = parser.add_argument_group("DeepSpeed (backend deepspeed, or auto on a GPU)")
+    deepspeed.add_argument("--precision", help="fp32 (default), bf16 or fp16 (GPU only)")
+    deepspeed.add_argument("--zero-stage", type=int, help="ZeRO stage 0-3 (default 0)")
+    deepspeed.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (divides --batch-size)")
+    deepspeed.add_argument("--offload-optimizer", action="store_true", default=None, help="optimizer state on the CPU")
+    deepspeed.add_argument("--deepspeed-config", metavar="PATH",
+                           help="DeepSpeed JSON for further settings; its content is recorded in the recipe")
     parser.add_argument("--out", required=True, help="output folder (re-running resumes it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -43,6 +53,7 @@ def _recipe(args: argparse.Namespace, base: TrajectoryConfig) -> TrajectoryConfi
     """`base` with every flag the user gave applied over it."""
     train = {k: v for k, v in asdict(base.train).items()}
     train.update({k: getattr(args, k) for k in list(TRAIN_FLAGS) + ["backend"] if getattr(args, k, None) is not None})
+    train["deepspeed"] = _deepspeed_settings(args, train["deepspeed"])
     data = asdict(base)
     for f in fields(TrajectoryConfig):
         if f.name != "train" and getattr(args, f.name, None) is not None:
@@ -51,6 +62,15 @@ def _recipe(args: argparse.Namespace, base: TrajectoryConfig) -> TrajectoryConfi
     if not data.get("task"):
         raise TicketsError("--task is required")
     return TrajectoryConfig(**data)
+
+
+def _deepspeed_settings(args: argparse.Namespace, base: dict) -> dict:
+    """`base` DeepSpeed settings with the DeepSpeed flags applied (a --deepspeed-config file is read in)."""
+    settings = dict(base)
+    if getattr(args, "deepspeed_config", None):
+        settings["config"] = read_config_file(args.deepspeed_config)
+    settings.update({k: getattr(args, k) for k in DEEPSPEED_FLAGS if getattr(args, k, None) is not None})
+    return settings
 
 
 def cmd_imp(args: argparse.Namespace) -> None:
@@ -143,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("a")
     compare.add_argument("b")
     compare.set_defaults(func=cmd_mask_compare)
+    __import__("tickets.cli_structured", fromlist=["register"]).register(sub)
     return parser
 
 

@@ -47,6 +47,9 @@ class TrainConfig:
             raise TicketsError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.backend not in BACKENDS:
             raise TicketsError(f"unknown backend '{self.backend}'; choose one of {', '.join(BACKENDS)}")
+        from .backends import check_backend
+
+        check_backend(self.backend, self.deepspeed, self.batch_size, self.max_grad_norm)
         return self
 
 

@@ -40,6 +40,15 @@ def total_steps(data: TaskData, cfg: TrainConfig) -> int:
     return max(1, math.ceil(cfg.epochs * batches))
 
 
+def micro_batches(batch: dict[str, torch.Tensor], parts: int) -> list[tuple[dict[str, torch.Tensor], float]]:
+    """`batch` split along its first dimension into up to `parts` non-empty micro-batches, with their share of rows."""
+    rows = len(next(iter(batch.values())))
+    if parts == 1:
+        return [(batch, 1.0)]
+    chunks = [dict(zip(batch, values)) for values in zip(*(t.tensor_split(parts) for t in batch.values()))]
+    return [(chunk, len(next(iter(chunk.values()))) / rows) for chunk in chunks if len(next(iter(chunk.values())))]
+
+
 def fine_tune(
     model: nn.Module,
     data: TaskData,
@@ -53,38 +62,46 @@ def fine_tune(
     """Train `model` in place with the recipe, keeping masked weights exactly zero; evaluate at the end.
 
     With `capture_at` = k, the weights after k optimizer steps are returned in `captured` (k = 0: before training).
+    The backend may train on an accelerator; the model is back on its own device when this returns.
     """
     torch.manual_seed(seed)
     steps = total_steps(data, cfg)
+    home = next(model.parameters()).device
     backend = get_backend(cfg.backend)(model, cfg, steps, masked)
-    captured = parameter_state(backend.unwrap()) if capture_at == 0 else None
-    history: list[dict] = []
-    loss_sum, loss_count, step = 0.0, 0, 0
-    started = time.perf_counter()
-    bar = tqdm(total=steps, desc=description, disable=not progress, leave=False)
-    model.train()
-    epoch = 0
-    while step < steps:
-        for batch in train_loader(data, cfg.batch_size, seed + epoch):
-            loss = backend.forward(batch)
-            backend.backward(loss)
-            backend.step()
-            step += 1
-            loss_sum += float(loss.detach())
-            loss_count += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / loss_count:.4f}")
-            if capture_at is not None and step == capture_at:
-                captured = parameter_state(backend.unwrap())
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
-                history.append({"step": step, **evaluate(backend.unwrap(), data, cfg.eval_batch_size)})
-                model.train()
-            if step >= steps:
-                break
-        epoch += 1
-    bar.close()
-    trained = backend.unwrap()
-    backend.close()
-    metrics = evaluate(trained, data, cfg.eval_batch_size)
+    try:
+        captured = _snapshot(backend, home) if capture_at == 0 else None
+        history: list[dict] = []
+        loss_sum, step = 0.0, 0
+        started = time.perf_counter()
+        bar = tqdm(total=steps, desc=description, disable=not progress, leave=False)
+        model.train()
+        epoch = 0
+        while step < steps:
+            for batch in train_loader(data, cfg.batch_size, seed + epoch):
+                for micro, share in micro_batches(batch, backend.accumulation):
+                    loss = backend.forward(micro)
+                    backend.backward(loss * share)
+                    loss_sum += float(loss.detach()) * share
+                backend.step()
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / step:.4f}")
+                if capture_at is not None and step == capture_at:
+                    captured = _snapshot(backend, home)
+                if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
+                    history.append({"step": step, **evaluate(backend.unwrap(), data, cfg.eval_batch_size)})
+                    model.train()
+                if step >= steps:
+                    break
+            epoch += 1
+        bar.close()
+        metrics = evaluate(backend.unwrap(), data, cfg.eval_batch_size)
+    finally:
+        backend.close()
+        model.to(home)
     history.append({"step": step, **metrics})
-    return TrainResult(step, loss_sum / max(1, loss_count), time.perf_counter() - started, metrics, history, captured)
+    return TrainResult(step, loss_sum / max(1, step), time.perf_counter() - started, metrics, history, captured)
+
+
+def _snapshot(backend, device: torch.device) -> dict[str, torch.Tensor]:
+    return {name: value.to(device) for name, value in parameter_state(backend.unwrap()).items()}

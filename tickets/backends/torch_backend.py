@@ -20,12 +20,18 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
 
 
 class TorchBackend:
-    """Trains a model in place with a fresh AdamW and a full schedule; keeps pruned weights exactly zero."""
+    """Trains a model in place (on the GPU when there is one) with a fresh AdamW and a full schedule.
+
+    Keeps pruned weights exactly zero. `accumulation` is the number of micro-batches per optimizer step (always 1).
+    """
+
+    accumulation = 1
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int, masked: list[tuple[nn.Parameter, torch.Tensor]]):
-        self.model = model
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device)
         self.cfg = cfg
-        self.masked = masked
+        self.masked = [(param, keep.to(self.device)) for param, keep in masked]
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         self.scheduler = linear_schedule(self.optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
@@ -33,7 +39,7 @@ class TorchBackend:
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of one batch."""
-        return self.model(**batch).loss
+        return self.model(**{k: v.to(self.device) for k, v in batch.items()}).loss
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate and zero the gradients of pruned weights."""
@@ -58,7 +64,7 @@ class TorchBackend:
             param.mul_(keep)
 
     def unwrap(self) -> nn.Module:
-        """The trained model, with ordinary parameters."""
+        """The trained model, with ordinary parameters, on the training device."""
         return self.model
 
     def close(self) -> None:
