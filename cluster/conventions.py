@@ -22,6 +22,7 @@ TAG_PRUNABLE_SET = "prunable_set"
 TAG_MAIN_METRIC = "main_metric"
 TAG_LEVELS_PLANNED = "levels_planned"
 TAG_PARENT_RUN = "mlflow.parentRunId"
+TAG_REWIND_POINT = "rewind_point"  # the spec's rewind point as written ("0", "5%=134": 5% of training = 134 steps)
 
 RUN_KIND_TRAJECTORY = "trajectory"
 RUN_KIND_BRANCH = "branch"

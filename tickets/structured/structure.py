@@ -15,7 +15,6 @@ from torch import nn
 
 from ..errors import TicketsError
 from ..masks import Mask
-from ..models import model_id
 
 KIND = "structured"
 HEADS = "encoder.layer.{}.attention.heads"
@@ -166,7 +165,3 @@ class Structure:
                 total += tensor.numel()
         return 1.0 - kept / total
 
-
-def layout_and_name(model: nn.Module) -> tuple[Layout, str]:
-    """A model's layout and the name error messages use for it."""
-    return Layout.of(model), f"model '{model_id(model)}'"

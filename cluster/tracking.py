@@ -1,0 +1,154 @@
+"""The MLflow tracking store: where it is, whether it answers, and idempotent writes following `conventions`.
+
+Default: a local SQLite store `./mlruns.db` with artifacts in `mlartifacts/` beside it. `--tracking-uri` or
+`MLFLOW_TRACKING_URI` points at a server instead (`http://HOST:5000`, as `python -m cluster up` starts one).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from urllib.parse import urlparse
+
+from .errors import ClusterError
+
+DEFAULT_DB = "mlruns.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+ENV_URI = "MLFLOW_TRACKING_URI"
+# MLflow's client retries a failing server for minutes by default. The driver retries for about 7 s per request
+# (unless MLFLOW_HTTP_REQUEST_* say otherwise); workers give up sooner, and the driver logs what they missed.
+DRIVER_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
+WORKER_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
+def resolve_tracking_uri(cli_value: str | None = None) -> str:
+    """The tracking URI: the command line, else MLFLOW_TRACKING_URI, else `sqlite:///` + the absolute ./mlruns.db."""
+    uri = cli_value or os.environ.get(ENV_URI) or DEFAULT_DB
+    if "://" not in uri:
+        if uri.endswith(".db"):
+            return "sqlite:///" + os.path.abspath(uri)
+        return "file://" + os.path.abspath(uri)
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + os.path.abspath(uri[len("sqlite:///"):])
+    return uri
+
+
+def is_server(uri: str) -> bool:
+    """True for an HTTP(S) tracking server."""
+    return urlparse(uri).scheme in ("http", "https")
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where new experiments keep artifacts: `mlartifacts/` beside a SQLite file; None lets a server decide."""
+    if uri.startswith("sqlite:///"):
+        return "file://" + os.path.join(os.path.dirname(uri[len("sqlite:///"):]), DEFAULT_ARTIFACTS)
+    return None
+
+
+def check_tracking(uri: str, timeout_s: float = 10.0) -> None:
+    """Fail with a clear ClusterError unless the tracking store at `uri` answers; create a SQLite store if new."""
+    if is_server(uri):
+        import requests
+
+        try:
+            response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+        except requests.RequestException as exc:
+            raise ClusterError(
+                f"the MLflow tracking server at {uri} is not reachable ({type(exc).__name__}); start it "
+                "(python -m cluster up) or unset MLFLOW_TRACKING_URI to use the local SQLite store"
+            ) from None
+        if response.status_code != 200:
+            raise ClusterError(f"the MLflow tracking server at {uri} answered /health with HTTP {response.status_code}")
+        return
+    if uri.startswith("sqlite:///"):
+        folder = os.path.dirname(uri[len("sqlite:///"):])
+        if not os.path.isdir(folder):
+            raise ClusterError(f"the folder of the SQLite tracking store does not exist: {folder}")
+    try:
+        client(uri).search_experiments(max_results=1)
+    except Exception as exc:  # noqa: BLE001 - any store failure is reported as one line
+        raise ClusterError(f"cannot open the MLflow tracking store {uri}: {exc}") from None
+
+
+def client(uri: str):
+    """An MlflowClient for `uri` (quiet: no run links printed on stdout)."""
+    from mlflow.tracking import MlflowClient
+
+    for name, value in {**DRIVER_HTTP_ENV, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}.items():
+        os.environ.setdefault(name, value)
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
+    """The id of experiment `name`, created (artifacts under `artifact_root`) when missing."""
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        if experiment.lifecycle_stage == "deleted":
+            raise ClusterError(
+                f"MLflow experiment '{name}' is deleted; restore it (mlflow experiments restore "
+                f"--experiment-id {experiment.experiment_id}) or rename the sweep"
+            )
+        return experiment.experiment_id
+    root = artifact_root(uri)
+    location = f"{root}/{_slug(name)}" if root else None
+    return mlflow_client.create_experiment(name, artifact_location=location)
+
+
+def runs_by_tag(mlflow_client, experiment_id: str, tag: str, filter_string: str = "") -> dict[str, object]:
+    """Every run of the experiment that has `tag`, by the tag's value (the oldest run wins a tie)."""
+    found: dict[str, object] = {}
+    token = None
+    while True:
+        page = mlflow_client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=1000, order_by=["attributes.start_time ASC"],
+            page_token=token,
+        )
+        for run in page:
+            value = run.data.tags.get(tag)
+            if value is not None:
+                found.setdefault(value, run)
+        token = page.token
+        if not token:
+            return found
+
+
+def logged_steps(mlflow_client, run_id: str, key: str) -> set[int]:
+    """The steps at which metric `key` was logged in a run."""
+    return {metric.step for metric in mlflow_client.get_metric_history(run_id, key)}
+
+
+def log_step(mlflow_client, run_id: str, step: int, metrics: dict[str, float], last: str | None = None) -> None:
+    """Log `metrics` at `step` in one batch; metric `last` (the commit marker) is logged after all the others."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if k != last]
+    if batch:
+        mlflow_client.log_batch(run_id, metrics=batch)
+    if last is not None and last in metrics:
+        mlflow_client.log_batch(run_id, metrics=[Metric(last, float(metrics[last]), now, step)])
+
+
+def log_file_as(mlflow_client, run_id: str, local_path: str, artifact_path: str) -> None:
+    """Log one file under the artifact path `artifact_path` (folder and file name)."""
+    folder, name = os.path.split(artifact_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = os.path.join(tmp, name)
+        shutil.copyfile(local_path, target)
+        mlflow_client.log_artifact(run_id, target, folder or None)
+
+
+def ui_command(uri: str) -> str:
+    """How to open the results in the MLflow UI."""
+    if is_server(uri):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)

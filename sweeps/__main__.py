@@ -1,0 +1,7 @@
+"""`python -m sweeps SPEC [--dry-run]`."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,81 @@
+"""What the CLI prints: the dry-run trial table and the end-of-sweep summary."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.console import Console
+from rich.table import Table
+
+from cluster.tracking import ui_command
+
+from .plan import Piece
+from .result import SweepResult
+from .spec import Spec
+from .store import ResultsStore
+
+
+def trial_table(spec: Spec, pieces: list[Piece]) -> Table:
+    """One row per trial with its content key and what the results store already holds."""
+    store = ResultsStore(spec.storage)
+    table = Table(title=f"sweep {spec.name}: trials", box=None, header_style="bold")
+    for column in ("#", "kind", "task", "seed", "rewind", "method", "level", "sparsity", "content key", "finished"):
+        table.add_column(column, no_wrap=True)
+    for index, piece in enumerate(pieces, 1):
+        cfg = piece.recipe
+        if piece.is_trajectory:
+            level, sparsity = f"0-{cfg.levels}", f"0-{spec.level_sparsity(cfg.levels):.3g}"
+            task = cfg.task
+        else:
+            level, sparsity = str(piece.level), f"{spec.level_sparsity(piece.level):.3g}"
+            task = cfg.task if piece.kind != "transfer" else f"{piece.source_task}->{cfg.task}"
+        done = len(store.finished_levels(piece))
+        finished = f"{done}/{len(piece.levels)}" if done else "-"
+        table.add_row(str(index), piece.kind, task, str(cfg.seed), piece.rewind_label, cfg.method, level, sparsity,
+                      piece.key, finished)
+    return table
+
+
+def count_line(spec: Spec, pieces: list[Piece]) -> str:
+    """The trial count by kind, and how many fine-tuning runs that is."""
+    kinds = Counter(p.kind for p in pieces)
+    runs = sum(len(p.levels) for p in pieces)
+    parts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
+    return f"{len(pieces)} trials ({parts}); {runs} fine-tuning runs; levels 0-{spec.last_level} per trajectory"
+
+
+def results_table(result: SweepResult, limit: int = 40) -> Table | None:
+    """The main dev metric of every finished level and branch (None for sweeps of more than `limit` trials)."""
+    if len(result.pieces) > limit:
+        return None
+    store = ResultsStore(result.storage)
+    table = Table(title=f"sweep {result.name}: results", box=None, header_style="bold")
+    for column in ("trial", "level", "sparsity", "metric", "value"):
+        table.add_column(column, no_wrap=True)
+    for piece in result.pieces:
+        for level in store.finished_levels(piece):
+            metrics = store.level_metrics(piece, level)
+            name = metrics["main_metric"]
+            table.add_row(piece.name, str(level), f"{metrics['sparsity']:.3f}", name, f"{metrics['metrics'][name]:.4f}")
+    return table
+
+
+def print_summary(console: Console, result: SweepResult) -> None:
+    """The results, where they are, how to open them, and how busy the slots were."""
+    table = results_table(result)
+    if table is not None:
+        console.print(table)
+    trained = f"{result.levels_trained} level/branch runs trained"
+    if result.trials:
+        trained += f" in {result.trials} trials ({result.retries} retries) on {len(result.nodes)} node(s)"
+    console.print(f"\nsweep {result.name}: {len(result.complete)}/{len(result.pieces)} trials complete; {trained}; "
+                  f"{result.levels_logged} levels logged to MLflow now")
+    if result.utilisation is not None:
+        console.print(f"wall {result.wall_s:.0f} s; trial slots busy {100 * result.utilisation:.0f}% "
+                      f"({result.busy_s:.0f} s busy over {result.slots} slots x {result.wall_s:.0f} s; "
+                      f"training itself {result.train_s:.0f} s)")
+    for name in result.failed:
+        console.print(f"[red]incomplete[/]: {name} (re-run the same spec to resume it)")
+    console.print(f"results: {result.storage}/results/<content key>/ (masks and metrics.json per level)")
+    console.print(f"MLflow: experiment '{result.name}' at {result.tracking_uri}")
+    console.print(f"open it: {ui_command(result.tracking_uri)}")

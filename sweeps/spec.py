@@ -1,0 +1,366 @@
+"""The sweep spec: a YAML file validated with pydantic; every error names the field and the file line.
+
+Relative paths: `storage` and a `--data-dir`/`--storage` given on the command line resolve against the current folder;
+a relative `data_dir` in the file resolves against the current folder and, when it is not there, against the parent of
+the spec's folder (the project root for the specs in `sweeps/`), so `sweeps/quickstart.yaml` finds `../shared/data`
+from the repository root or from anywhere else.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from difflib import get_close_matches
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, field_validator,
+                      model_validator)
+
+from tickets.config import BACKENDS, BRANCH_KINDS, TrainConfig, TrajectoryConfig
+from tickets.errors import TicketsError
+from tickets.pruning import LAYERWISE, SCHEDULES, STRATEGIES, levels_for_sparsity, target_sparsity
+from tickets.tasks import get_task
+
+from .errors import SpecError
+from .yamlines import line_of, load_with_lines
+
+DEFAULT_STORAGE = "sweep_storage"
+LEVEL_BRANCHES = tuple(kind for kind in BRANCH_KINDS if kind != "transfer")
+# Rows in the standard training splits (GLUE as on the Hugging Face Hub; the same counts as ../shared/data/glue),
+# used to turn a rewind point given as a percentage of training into steps.
+TRAIN_ROWS = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "qqp": 363846, "stsb": 5749, "mnli": 392702,
+              "qnli": 104743, "rte": 2490, "wnli": 635}
+_TRAIN_DEFAULTS = TrainConfig()
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
+
+
+def _canonical_task(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"a task is a name such as 'sst2', got {value!r}")
+    try:
+        return get_task(value).name
+    except TicketsError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _method(value: Any) -> str:
+    known = sorted(set(STRATEGIES) | set(LAYERWISE))
+    if value not in known:
+        raise ValueError(f"unknown pruning method {value!r}; choose one of {', '.join(known)}")
+    return value
+
+
+def _as_list(value: Any) -> Any:
+    return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
+
+
+def _rewind_point(value: Any) -> int | str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"a rewind point must be >= 0 steps, got {value}")
+        return value
+    if isinstance(value, str) and (match := _PERCENT.fullmatch(value)):
+        percent = float(match.group(1))
+        if percent >= 100:
+            raise ValueError(f"a rewind percentage must be below 100%, got {value!r}")
+        return f"{percent:g}%"
+    raise ValueError(f"a rewind point is a number of steps (0, 250) or a percentage of training ('5%'), got {value!r}")
+
+
+def _all_levels(value: Any) -> Any:
+    return None if value == "all" else _as_list(value)
+
+
+TaskName = Annotated[str, PlainValidator(_canonical_task)]
+Method = Annotated[str, PlainValidator(_method)]
+RewindPoint = Annotated[int | str, PlainValidator(_rewind_point)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class Strict(BaseModel):
+    """A spec section: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Pruning(Strict):
+    """IMP settings: method(s), rate, schedule, how far, rewinding."""
+
+    method: Annotated[list[Method], BeforeValidator(_as_list), Field(min_length=1)] = ["magnitude"]
+    rate: Fraction = 0.1
+    schedule: Literal[SCHEDULES] = "original"
+    levels: Annotated[int, Field(ge=0)] | None = None
+    target_sparsity: Fraction | None = None
+    rewind: Annotated[list[RewindPoint], BeforeValidator(_as_list), Field(min_length=1)] = [0]
+    rewind_head: bool = True
+    include_pooler: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_stop(self) -> Pruning:
+        if (self.levels is None) == (self.target_sparsity is None):
+            raise ValueError("give exactly one of levels or target_sparsity")
+        return self
+
+
+class Training(Strict):
+    """The fine-tuning recipe, used unchanged at every level and by every branch (tickets.config.TrainConfig)."""
+
+    epochs: Annotated[float, Field(gt=0)] = _TRAIN_DEFAULTS.epochs
+    batch_size: Annotated[int, Field(gt=0)] = _TRAIN_DEFAULTS.batch_size
+    learning_rate: Annotated[float, Field(gt=0)] = _TRAIN_DEFAULTS.learning_rate
+    weight_decay: Annotated[float, Field(ge=0)] = _TRAIN_DEFAULTS.weight_decay
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = _TRAIN_DEFAULTS.warmup_ratio
+    max_grad_norm: Annotated[float, Field(gt=0)] = _TRAIN_DEFAULTS.max_grad_norm
+    max_seq_length: Annotated[int, Field(gt=0)] = _TRAIN_DEFAULTS.max_seq_length
+    max_train_samples: Annotated[int, Field(gt=0)] | None = _TRAIN_DEFAULTS.max_train_samples
+    max_eval_samples: Annotated[int, Field(gt=0)] | None = _TRAIN_DEFAULTS.max_eval_samples
+    eval_batch_size: Annotated[int, Field(gt=0)] = _TRAIN_DEFAULTS.eval_batch_size
+    eval_every: Annotated[int, Field(ge=0)] = _TRAIN_DEFAULTS.eval_every
+    backend: Literal[BACKENDS] = _TRAIN_DEFAULTS.backend
+    deepspeed: dict[str, Any] = Field(default_factory=dict)
+
+    def config(self) -> TrainConfig:
+        """The engine's TrainConfig."""
+        return TrainConfig(**self.model_dump())
+
+
+class Branch(Strict):
+    """One baseline kind, run at the given IMP levels (`all`: every pruned level)."""
+
+    kind: Literal[LEVEL_BRANCHES]
+    levels: Annotated[list[Annotated[int, Field(ge=1)]] | None, BeforeValidator(_all_levels)] = None
+
+
+class Transfer(Strict):
+    """Masks of `sources` at `sparsity` (one of their IMP levels), each trained on every other task of `targets`."""
+
+    sources: Annotated[list[TaskName], BeforeValidator(_as_list), Field(min_length=1)]
+    targets: Annotated[list[TaskName], BeforeValidator(_as_list), Field(min_length=1)]
+    sparsity: Fraction
+
+
+class Resources(Strict):
+    """What one trial asks Ray for (fractional GPUs share a device), and an optional cap on trials at once."""
+
+    cpus: Annotated[float, Field(gt=0)] = 1.0
+    gpus: Annotated[float, Field(ge=0)] = 0.0
+    max_concurrent: Annotated[int, Field(ge=1)] | None = None
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_gpus_above_one(cls, gpus: float) -> float:
+        if gpus > 1 and not float(gpus).is_integer():
+            raise ValueError(f"a trial asks for a fraction of one GPU or whole GPUs, got {gpus}")
+        return gpus
+
+
+class Spec(Strict):
+    """A whole sweep: tasks x seeds x rewinds x methods IMP trajectories, their branches and transfers."""
+
+    name: str
+    model: str | None = None
+    data_dir: str | None = None
+    tasks: Annotated[list[TaskName], BeforeValidator(_as_list), Field(min_length=1)]
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list), Field(min_length=1)]
+    pruning: Pruning
+    training: Training = Field(default_factory=Training)
+    branches: list[Branch] = Field(default_factory=list)
+    transfer: list[Transfer] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
+    max_failures: Annotated[int, Field(ge=0)] = 3
+    storage: str = DEFAULT_STORAGE
+
+    @property
+    def last_level(self) -> int:
+        """The last IMP level every trajectory runs to (level 0 is dense)."""
+        if self.pruning.levels is not None:
+            return self.pruning.levels
+        return levels_for_sparsity(self.pruning.target_sparsity, self.pruning.rate, self.pruning.schedule)
+
+    def level_sparsity(self, level: int) -> float:
+        """The scheduled sparsity of `level`."""
+        return target_sparsity(level, self.pruning.rate, self.pruning.schedule)
+
+    def branch_levels(self, branch: Branch) -> list[int]:
+        """The levels a branch runs at."""
+        return list(range(1, self.last_level + 1)) if branch.levels is None else sorted(set(branch.levels))
+
+    def transfer_level(self, transfer: Transfer) -> int:
+        """The IMP level whose sparsity is the transfer's source sparsity."""
+        for level in range(1, self.last_level + 1):
+            if math.isclose(self.level_sparsity(level), transfer.sparsity, abs_tol=1e-6):
+                return level
+        available = ", ".join(f"{self.level_sparsity(lv):.4g}" for lv in range(1, self.last_level + 1))
+        raise ValueError(f"{transfer.sparsity} is not the sparsity of a level of this schedule (levels: {available})")
+
+    def rewind_steps(self, task: str, point: int | str) -> int:
+        """A rewind point in optimizer steps; percentages are of the steps of one training run on `task`."""
+        if isinstance(point, int):
+            return point
+        cap = self.training.max_train_samples
+        rows = TRAIN_ROWS.get(task)
+        if rows is None and cap is None:
+            raise ValueError(f"rewind {point!r} needs the size of the training set of '{task}': "
+                             "give training.max_train_samples or rewind points in steps")
+        examples = min(x for x in (rows, cap) if x is not None)
+        steps = max(1, math.ceil(self.training.epochs * math.ceil(examples / self.training.batch_size)))
+        return round(float(point.rstrip("%")) / 100 * steps)
+
+    def trajectory(self, task: str, seed: int, rewind: int, method: str) -> TrajectoryConfig:
+        """The engine's TrajectoryConfig of one trajectory of this sweep."""
+        return TrajectoryConfig(
+            task=task, seed=seed, model=self.model, data_dir=self.data_dir, method=method, rate=self.pruning.rate,
+            schedule=self.pruning.schedule, levels=self.last_level, rewind=rewind, rewind_head=self.pruning.rewind_head,
+            include_pooler=self.pruning.include_pooler, train=self.training.config(),
+        )
+
+
+def load_spec(path: str, data_dir: str | None = None, storage: str | None = None) -> Spec:
+    """Read, validate and resolve a spec file; `data_dir`/`storage` (from the command line) replace the file's."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SpecError(source, None, None, f"cannot read the spec: {exc.strerror}") from None
+    data, lines = load_with_lines(text, source)
+    if not isinstance(data, dict):
+        raise SpecError(source, 1, None, "a sweep spec is a YAML mapping (name:, tasks:, seeds:, pruning:, ...)")
+    try:
+        spec = Spec.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc, lines, source) from None
+    spec = _resolve_paths(spec, Path(path), lines, source, data_dir, storage)
+    _check(spec, lines, source)
+    return spec
+
+
+def _first_error(exc: ValidationError, lines: dict, source: str) -> SpecError:
+    order = {"extra_forbidden": 0, "missing": 2}
+    errors = sorted(exc.errors(), key=lambda e: order.get(e["type"], 1))  # a typo explains the field it left missing
+    error = errors[0]
+    loc = tuple(error["loc"])
+    field = ".".join(str(part) for part in loc) or None
+    if error["type"] == "extra_forbidden":
+        allowed = list(_model_at(loc[:-1]).model_fields)
+        close = get_close_matches(str(loc[-1]), allowed, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        message = f"unknown field{hint}; allowed here: {', '.join(allowed)}"
+    elif error["type"] == "missing":
+        message = "required field is missing"
+    else:
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["type"] not in ("value_error", "assertion_error") and "input" in error:
+            message += f" (got {error['input']!r})"
+    more = len(errors) - 1
+    if more:
+        message += f" (and {more} more error{'s' if more > 1 else ''})"
+    return SpecError(source, line_of(lines, loc), field, message)
+
+
+def _model_at(loc: tuple) -> type[BaseModel]:
+    model: type[BaseModel] = Spec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        annotation = model.model_fields[part].annotation
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            break
+        model = nested[0]
+    return model
+
+
+def _resolve_paths(spec: Spec, path: Path, lines: dict, source: str, data_dir: str | None, storage: str | None) -> Spec:
+    updates: dict[str, str] = {}
+    if data_dir is not None:
+        if not os.path.isdir(data_dir):
+            raise SpecError(source, None, "--data-dir", f"folder '{data_dir}' does not exist")
+        updates["data_dir"] = os.path.abspath(data_dir)
+    elif spec.data_dir is not None:
+        candidates = [Path(spec.data_dir)] if os.path.isabs(spec.data_dir) else \
+            [Path.cwd() / spec.data_dir, path.resolve().parent.parent / spec.data_dir]
+        found = next((c for c in candidates if c.is_dir()), None)
+        if found is None:
+            tried = " or ".join(f"'{c}'" for c in candidates)
+            raise SpecError(source, line_of(lines, ("data_dir",)), "data_dir",
+                            f"folder not found (tried {tried}); give an existing folder or --data-dir")
+        updates["data_dir"] = str(found.resolve())
+    chosen_storage = storage if storage is not None else spec.storage
+    if "://" in chosen_storage:
+        field, line = ("--storage", None) if storage is not None else ("storage", line_of(lines, ("storage",)))
+        raise SpecError(source, line, field, "must be a folder (on a multi-node cluster: a shared file system), not a URI")
+    updates["storage"] = os.path.abspath(os.path.expanduser(chosen_storage))
+    return spec.model_copy(update=updates)
+
+
+def _check(spec: Spec, lines: dict, source: str) -> None:
+    def fail(loc: tuple, message: str) -> None:
+        raise SpecError(source, line_of(lines, loc), ".".join(str(p) for p in loc), message)
+
+    if not _NAME.fullmatch(spec.name):
+        fail(("name",), f"use letters, digits, '_', '.', '-' (it names the MLflow experiment), got {spec.name!r}")
+    for field in ("tasks", "seeds"):
+        _no_duplicates(getattr(spec, field), (field,), fail)
+    _no_duplicates(spec.pruning.method, ("pruning", "method"), fail)
+    try:
+        last = spec.last_level
+        spec.level_sparsity(last)
+    except TicketsError as exc:
+        fail(("pruning", "levels" if spec.pruning.levels is not None else "target_sparsity"), str(exc))
+    for task in spec.tasks:
+        resolved: dict[int, int] = {}
+        for index, point in enumerate(spec.pruning.rewind):
+            try:
+                steps = spec.rewind_steps(task, point)
+            except ValueError as exc:
+                fail(("pruning", "rewind", index), str(exc))
+            if steps in resolved:
+                fail(("pruning", "rewind", index),
+                     f"the same rewind point as entry {resolved[steps]} ({steps} steps on {task})")
+            resolved[steps] = index
+    kinds: set[str] = set()
+    for index, branch in enumerate(spec.branches):
+        if branch.kind in kinds:
+            fail(("branches", index, "kind"), f"branch '{branch.kind}' is listed twice")
+        kinds.add(branch.kind)
+        for j, level in enumerate(branch.levels or []):
+            if level > last:
+                fail(("branches", index, "levels", j), f"level {level} is beyond the last IMP level ({last})")
+    for index, transfer in enumerate(spec.transfer):
+        for j, task in enumerate(transfer.sources):
+            if task not in spec.tasks:
+                fail(("transfer", index, "sources", j),
+                     f"source task '{task}' has no IMP trajectories: add it to tasks")
+        try:
+            spec.transfer_level(transfer)
+        except ValueError as exc:
+            fail(("transfer", index, "sparsity"), str(exc))
+        if not set(transfer.targets) - set(transfer.sources) and len(transfer.sources) == 1:
+            fail(("transfer", index, "targets"), "no target differs from the source task")
+    if spec.model is not None:
+        _check_model(spec.model, lambda message: fail(("model",), message))
+    try:
+        spec.training.config().validate()
+    except TicketsError as exc:
+        fail(("training",), str(exc))
+
+
+def _no_duplicates(values: list, loc: tuple, fail) -> None:
+    seen: set = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            fail((*loc, index), f"{value!r} is listed twice")
+        seen.add(value)
+
+
+def _check_model(model: str, fail) -> None:
+    from tickets.models import resolve_model
+
+    try:
+        resolve_model(model)
+    except TicketsError as exc:
+        fail(str(exc))

@@ -1,0 +1,141 @@
+"""MLflow runs of a sweep, following cluster.conventions: one run per trajectory, branch runs nested under it.
+
+Runs are found by their content-key tag, so a re-run never creates a second run for the same piece. A level counts as
+logged once its `sparsity` metric is there (logged last), so logging can be re-attempted at any time: the trial logs
+each level as it finishes, and the driver logs whatever a trial could not (a tracking server that was down) at the end
+of every sweep from the results on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+
+from cluster import conventions as cv
+from cluster import tracking
+from tickets.models import DEFAULT_MODEL
+from tickets.records import METRICS_FILE, finished_metrics
+from tickets.tasks import get_task
+
+from .plan import Piece
+from .store import MASK_FILE, ResultsStore
+
+SCALARS = ("target_sparsity", "train_loss", "wall_time_s", "steps")
+
+
+def piece_tags(piece: Piece, parent_run_id: str | None) -> dict[str, str]:
+    """The tags of a piece's run (conventions: task, seed, method, rewind, schedule, model, content key, kind...)."""
+    cfg = piece.recipe
+    tags = {
+        cv.TAG_TASK: cfg.task, cv.TAG_SEED: str(cfg.seed), cv.TAG_METHOD: cfg.method, cv.TAG_REWIND: str(cfg.rewind),
+        cv.TAG_REWIND_POINT: piece.rewind_label, cv.TAG_SCHEDULE: cfg.schedule,
+        cv.TAG_MODEL: cfg.model or DEFAULT_MODEL, cv.TAG_CONTENT_KEY: piece.key,
+        cv.TAG_MAIN_METRIC: get_task(cfg.task).main_metric,
+        "mlflow.runName": piece.name,
+    }
+    if piece.is_trajectory:
+        tags.update({cv.TAG_RUN_KIND: cv.RUN_KIND_TRAJECTORY, cv.TAG_LEVELS_PLANNED: str(cfg.levels)})
+    else:
+        tags.update({cv.TAG_RUN_KIND: cv.RUN_KIND_BRANCH, cv.TAG_BRANCH_KIND: piece.kind,
+                     cv.TAG_SOURCE_TASK: piece.source_task, cv.TAG_SOURCE_LEVEL: str(piece.level)})
+        if parent_run_id:
+            tags[cv.TAG_PARENT_RUN] = parent_run_id
+    return tags
+
+
+def piece_params(piece: Piece) -> dict[str, str]:
+    """The recipe as MLflow params (flat, strings)."""
+    data = asdict(piece.recipe)
+    train = data.pop("train")
+    data.pop("levels")
+    data.update({k: v for k, v in train.items() if k != "deepspeed"})
+    return {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in data.items()}
+
+
+def prepare_runs(client, experiment_id: str, pieces: list[Piece]) -> dict[str, str]:
+    """The run id of every piece: found by content-key tag, or created (status SCHEDULED) when missing."""
+    from mlflow.entities import Param
+
+    existing = tracking.runs_by_tag(client, experiment_id, cv.TAG_CONTENT_KEY)
+    run_ids = {key: run.info.run_id for key, run in existing.items()}
+    for piece in sorted(pieces, key=lambda p: not p.is_trajectory):
+        if piece.key in run_ids:
+            planned = str(piece.recipe.levels)
+            if piece.is_trajectory and existing[piece.key].data.tags.get(cv.TAG_LEVELS_PLANNED) != planned:
+                client.set_tag(run_ids[piece.key], cv.TAG_LEVELS_PLANNED, planned)
+            continue
+        tags = piece_tags(piece, run_ids.get(piece.source_key))
+        run = client.create_run(experiment_id, tags=tags, run_name=piece.name)
+        params = [Param(k, v) for k, v in piece_params(piece).items()]
+        client.log_batch(run.info.run_id, params=params)
+        client.update_run(run.info.run_id, status="SCHEDULED")
+        run_ids[piece.key] = run.info.run_id
+    return run_ids
+
+
+def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str) -> bool:
+    """Log one finished level (metrics at step = level, mask and metrics.json artifacts); False if already logged."""
+    if level in tracking.logged_steps(client, run_id, cv.METRIC_SPARSITY):
+        return False
+    metrics = finished_metrics(result_dir)
+    tracking.log_file_as(client, run_id, os.path.join(result_dir, MASK_FILE), cv.mask_artifact_path(level))
+    tracking.log_file_as(client, run_id, os.path.join(result_dir, METRICS_FILE), cv.level_artifact_path(level))
+    if "prunable_set" in metrics:
+        client.set_tag(run_id, cv.TAG_PRUNABLE_SET, json.dumps(metrics["prunable_set"]))
+    values = {k: v for k, v in metrics["metrics"].items() if isinstance(v, (int, float))}
+    values.update({k: metrics[k] for k in SCALARS if isinstance(metrics.get(k), (int, float))})
+    values[cv.METRIC_SPARSITY] = metrics["sparsity"]
+    tracking.log_step(client, run_id, level, values, last=cv.METRIC_SPARSITY)
+    return True
+
+
+def reconcile(client, run_ids: dict[str, str], pieces: list[Piece], store: ResultsStore, ended: bool) -> int:
+    """Log every finished level not yet in MLflow; with `ended`, mark runs FINISHED or FAILED. Returns levels logged."""
+    logged = 0
+    for piece in pieces:
+        run_id = run_ids[piece.key]
+        for level in store.finished_levels(piece):
+            logged += log_result(client, run_id, piece, level, store.result_dir(piece, level))
+        if store.is_complete(piece):
+            client.set_terminated(run_id, "FINISHED")
+        elif ended:
+            client.set_terminated(run_id, "FAILED")
+    return logged
+
+
+class TrialRecorder:
+    """MLflow logging from inside a trial that never stops training: a failing tracking store is reported once."""
+
+    def __init__(self, uri: str, run_id: str):
+        os.environ.update(tracking.WORKER_HTTP_ENV)
+        self.run_id = run_id
+        self.client = None
+        self.failed = False
+        self._call(self._connect, uri)
+
+    def _connect(self, uri: str) -> None:
+        self.client = tracking.client(uri)
+
+    def _call(self, fn, *args) -> None:
+        if self.failed:
+            return
+        try:
+            fn(*args)
+        except Exception as exc:  # noqa: BLE001 - results are safe on disk; the driver logs them later
+            self.failed = True
+            print(f"warning: MLflow logging failed ({type(exc).__name__}: {exc}); results stay in the results store "
+                  "and are logged at the end of the sweep or on the next run", file=sys.stderr, flush=True)
+
+    def started(self) -> None:
+        """Mark the run RUNNING."""
+        self._call(lambda: self.client.update_run(self.run_id, status="RUNNING"))
+
+    def level(self, piece: Piece, level: int, result_dir: str) -> None:
+        """Log one finished level (no-op when already logged)."""
+        self._call(lambda: log_result(self.client, self.run_id, piece, level, result_dir))
+
+    def finished(self) -> None:
+        """Mark the run FINISHED."""
+        self._call(lambda: self.client.set_terminated(self.run_id, "FINISHED"))

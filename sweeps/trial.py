@@ -1,0 +1,89 @@
+"""The Ray Tune trainable: runs one piece (a trajectory, or one branch/transfer run) into the results store.
+
+Every finished level is reported to Tune with a checkpoint of its small files (masks and metrics, no weights) and
+logged to MLflow from the worker. A retried trial (FailureConfig) re-enters the engine, which skips the levels already
+finished on disk and resumes at the first unfinished one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+
+from tickets.branches import BranchConfig, run_branch
+from tickets.imp import REWIND_POINT, LevelResult, run_trajectory
+
+from .plan import Piece
+from .store import ResultsStore
+from .tracking import TrialRecorder
+
+CHECKPOINT_SKIP = ("trained.safetensors",)
+
+
+def trial_config(piece: Piece, store: ResultsStore, tracking_uri: str, run_id: str) -> dict:
+    """The Tune config of the trial that runs `piece`."""
+    return {"piece": piece.to_dict(), "storage": store.storage, "storage_id": store.mark(),
+            "tracking_uri": tracking_uri, "run_id": run_id}
+
+
+def run_piece(config: dict) -> None:
+    """Tune function trainable: run the piece in `config`, reporting and logging each finished level."""
+    import ray
+    from ray import tune
+
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    piece = Piece.from_dict(config["piece"])
+    store = ResultsStore(config["storage"])
+    store.check_shared(config["storage_id"])
+    recorder = TrialRecorder(config["tracking_uri"], config["run_id"])
+    recorder.started()
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            restore_checkpoint(folder, store, piece)
+    node_id = ray.get_runtime_context().get_node_id()
+
+    def finished(level: int, metrics: dict, reused: bool) -> None:
+        result_dir = store.result_dir(piece, level)
+        recorder.level(piece, level, result_dir)
+        report = {
+            "piece_key": piece.key, "kind": piece.kind, "level": level, "sparsity": metrics["sparsity"],
+            "metric_name": metrics.get("main_metric", ""),
+            "main_metric": metrics["metrics"].get(metrics.get("main_metric"), float("nan")),
+            "trained": int(not reused), "started_at": metrics["started_at"], "finished_at": metrics["finished_at"],
+            "level_wall_time_s": metrics["wall_time_s"], "node_id": node_id, "worker_pid": os.getpid(),
+        }
+        if reused:
+            tune.report(report)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            target = os.path.join(tmp, os.path.basename(result_dir)) if piece.is_trajectory else tmp
+            shutil.copytree(result_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*CHECKPOINT_SKIP))
+            tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    if piece.is_trajectory:
+        def on_level(result: LevelResult) -> None:
+            finished(result.level, result.metrics, result.reused)
+
+        run_trajectory(piece.recipe, store.path(piece.key), on_level=on_level, progress=False)
+    else:
+        branch = BranchConfig(piece.kind, piece.recipe, store.source_mask(piece), store.path(piece.source_key))
+        metrics = run_branch(branch, store.path(piece.key), progress=False)
+        finished(piece.level, metrics, bool(metrics.get("reused")))
+    recorder.finished()
+
+
+def restore_checkpoint(folder: str, store: ResultsStore, piece: Piece) -> None:
+    """Put results a Tune checkpoint holds back into the results store when the store lost them."""
+    target = store.path(piece.key)
+    if not piece.is_trajectory:
+        if store.level_metrics(piece, piece.level) is None:
+            shutil.copytree(folder, target, dirs_exist_ok=True)
+        return
+    if not os.path.isfile(os.path.join(target, REWIND_POINT)):
+        return
+    for name in sorted(os.listdir(folder)):
+        if name.startswith("level_") and not os.path.isdir(os.path.join(target, name)):
+            shutil.copytree(os.path.join(folder, name), os.path.join(target, name))

@@ -1,0 +1,194 @@
+"""Sweeps on a real local Ray and a real SQLite MLflow store, with the tiny random BERT and a few SST-2 examples."""
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+
+import pytest
+import ray
+from ray.tune import Callback
+from rich.console import Console
+
+from cluster import conventions as cv
+from cluster import tracking
+from conftest import GLUE_DIR
+from sweeps.plan import build_plan
+from sweeps.runner import run_sweep
+from sweeps.spec import load_spec
+from sweeps.store import ResultsStore
+from tickets.masks import Mask
+
+
+def tiny_spec_text(name: str, storage: str, seeds=(0,), levels: int = 2, train: int = 64, branches: str = "",
+                   transfer: str = "") -> str:
+    """A sweep spec for the tiny random BERT on a few real SST-2 examples."""
+    return f"""\
+name: {name}
+model: tiny-random-bert
+data_dir: {GLUE_DIR}
+tasks: [sst2]
+seeds: {list(seeds)}
+pruning: {{rate: 0.2, levels: {levels}, rewind: [0]}}
+training: {{epochs: 1, batch_size: 8, learning_rate: 1.0e-3, max_seq_length: 32, max_train_samples: {train},
+           max_eval_samples: 32}}
+branches: [{branches}]
+transfer: [{transfer}]
+resources: {{cpus: 1}}
+max_failures: 2
+storage: {storage}
+"""
+
+
+def load_tiny(tmp_path, **kwargs):
+    """Write and load a tiny spec; storage lives in tmp_path."""
+    path = tmp_path / f"{kwargs['name']}.yaml"
+    path.write_text(tiny_spec_text(storage=str(tmp_path / "storage"), **kwargs))
+    return load_spec(str(path))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray (2 CPUs, no dashboard) for this module, in its own short temp folder."""
+    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    old = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = temp
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+    os.environ.pop("RAY_TMPDIR") if old is None else os.environ.__setitem__("RAY_TMPDIR", old)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def _started(store: ResultsStore, pieces) -> dict:
+    return {(p.key, lv): store.level_metrics(p, lv)["started_at"] for p in pieces for lv in store.finished_levels(p)}
+
+
+@pytest.fixture(scope="module")
+def four_trials(local_ray, tmp_path_factory):
+    """A finished 4-trial sweep: one trajectory (levels 0-2), random pruning at levels 1 and 2, transfer to RTE."""
+    tmp = tmp_path_factory.mktemp("four")
+    spec = load_tiny(tmp, name="four", branches="{kind: random-prune, levels: [1, 2]}",
+                     transfer="{sources: [sst2], targets: [rte], sparsity: 0.4}")
+    uri = f"sqlite:///{tmp}/mlruns.db"
+    result = run_sweep(spec, uri, Console(quiet=True))
+    return spec, uri, result
+
+
+def test_four_trial_sweep_logs_runs_tags_metrics_and_masks(four_trials, tmp_path):
+    spec, uri, result = four_trials
+    assert result.ok and len(result.pieces) == 4 and result.trials == 4 and result.levels_trained == 6
+    client = tracking.client(uri)
+    experiment = client.get_experiment_by_name("four")
+    runs = {r.data.tags[cv.TAG_CONTENT_KEY]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {p.key for p in result.pieces}
+    traj = next(p for p in result.pieces if p.is_trajectory)
+    run = runs[traj.key]
+    tags = run.data.tags
+    expected = {cv.TAG_RUN_KIND: cv.RUN_KIND_TRAJECTORY, cv.TAG_TASK: "sst2", cv.TAG_SEED: "0", cv.TAG_METHOD: "magnitude",
+                cv.TAG_REWIND: "0", cv.TAG_SCHEDULE: "original", cv.TAG_MODEL: "tiny-random-bert",
+                cv.TAG_MAIN_METRIC: "accuracy", cv.TAG_LEVELS_PLANNED: "2"}
+    assert {k: tags.get(k) for k in expected} == expected
+    assert len(json.loads(tags[cv.TAG_PRUNABLE_SET])) == 4 and run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, cv.METRIC_SPARSITY)
+    assert sorted(m.step for m in history) == [0, 1, 2]
+    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([0.0, 0.2, 0.4], abs=1e-3)
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "accuracy")) == [0, 1, 2]
+    artifacts = {f.path for folder in ("masks", "levels") for f in client.list_artifacts(run.info.run_id, folder)}
+    assert artifacts == {cv.mask_artifact_path(lv) for lv in range(3)} | {cv.level_artifact_path(lv) for lv in range(3)}
+    local = client.download_artifacts(run.info.run_id, cv.mask_artifact_path(2), str(tmp_path))
+    assert Mask.load(local).sparsity == pytest.approx(0.4, abs=1e-3)
+    for piece in result.pieces:
+        if piece.is_trajectory:
+            continue
+        branch = runs[piece.key]
+        btags = branch.data.tags
+        assert btags[cv.TAG_PARENT_RUN] == run.info.run_id and btags[cv.TAG_RUN_KIND] == cv.RUN_KIND_BRANCH
+        assert (btags[cv.TAG_BRANCH_KIND], btags[cv.TAG_SOURCE_TASK], btags[cv.TAG_SOURCE_LEVEL]) == \
+            (piece.kind, "sst2", str(piece.level))
+        assert btags[cv.TAG_TASK] == ("rte" if piece.kind == "transfer" else "sst2")
+        steps = client.get_metric_history(branch.info.run_id, cv.METRIC_SPARSITY)
+        assert [m.step for m in steps] == [piece.level]
+        assert [f.path for f in client.list_artifacts(branch.info.run_id, "masks")] == [cv.mask_artifact_path(piece.level)]
+
+
+def test_second_run_trains_nothing_and_adds_no_runs(four_trials):
+    spec, uri, first = four_trials
+    store = ResultsStore(spec.storage)
+    before = _started(store, first.pieces)
+    again = run_sweep(spec, uri, Console(quiet=True))
+    assert again.ok and again.trials == 0 and again.levels_trained == 0 and again.levels_logged == 0
+    assert _started(store, first.pieces) == before
+    client = tracking.client(uri)
+    experiment = client.get_experiment_by_name("four")
+    assert len(client.search_runs([experiment.experiment_id])) == 4
+
+
+def test_a_lost_tracking_store_is_refilled_from_the_results_store(four_trials, tmp_path):
+    spec, _, first = four_trials
+    uri = f"sqlite:///{tmp_path}/fresh.db"
+    again = run_sweep(spec, uri, Console(quiet=True))
+    assert again.ok and again.trials == 0 and again.levels_logged == 6
+    client = tracking.client(uri)
+    runs = client.search_runs([client.get_experiment_by_name("four").experiment_id])
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+
+
+class KillWorkerMidLevel(Callback):
+    """After level 0 of the trajectory is reported, kill -9 the trial's worker process while level 1 trains."""
+
+    def __init__(self, store_root: str, delay_s: float):
+        self.store_root = store_root
+        self.delay_s = delay_s
+        self.killed = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if not self.killed and result.get("kind") == "trajectory" and result["level"] == 0 and result["trained"]:
+            self.killed["pid"] = result["worker_pid"]
+            folder = os.path.join(self.store_root, result["piece_key"])
+            threading.Timer(self.delay_s, self._kill, args=(folder,)).start()
+
+    def _kill(self, folder: str) -> None:
+        levels = sorted(name for name in os.listdir(folder) if name.startswith("level_"))
+        self.killed["finished"] = {name: json.load(open(os.path.join(folder, name, "metrics.json")))["started_at"]
+                                   for name in levels}
+        self.killed["at"] = time.time()
+        os.kill(self.killed["pid"], signal.SIGKILL)
+
+
+def test_kill_9_of_a_worker_mid_level_recomputes_no_finished_level(local_ray, tmp_path):
+    spec = load_tiny(tmp_path, name="killed", train=512)
+    store = ResultsStore(spec.storage)
+    killer = KillWorkerMidLevel(store.root, delay_s=1.0)
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    result = run_sweep(spec, uri, Console(quiet=True), callbacks=[killer])
+    assert result.ok and result.retries == 1
+    assert list(killer.killed["finished"]) == ["level_00"], "the kill must land while level 1 trains"
+    piece = build_plan(spec)[0]
+    started = {lv: store.level_metrics(piece, lv)["started_at"] for lv in range(3)}
+    assert started[0] == killer.killed["finished"]["level_00"] < killer.killed["at"]
+    assert killer.killed["at"] < started[1] < started[2]
+    client = tracking.client(uri)
+    run = client.search_runs([client.get_experiment_by_name("killed").experiment_id])[0]
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, cv.METRIC_SPARSITY)) == [0, 1, 2]
+    assert run.info.status == "FINISHED"
+
+
+def test_tracking_server_down_stops_before_any_training(tmp_path):
+    from cluster.errors import ClusterError
+    from cluster.services import free_port
+
+    spec = load_tiny(tmp_path, name="down")
+    with pytest.raises(ClusterError, match="not reachable"):
+        run_sweep(spec, f"http://127.0.0.1:{free_port()}", Console(quiet=True))
+    assert not os.path.exists(spec.storage)
+
+
+def test_a_node_without_the_drivers_storage_is_refused(tmp_path):
+    store = ResultsStore(str(tmp_path / "shared"))
+    store.check_shared(store.mark())
+    with pytest.raises(RuntimeError, match="every node mounts"):
+        ResultsStore(str(tmp_path / "node_local")).check_shared(store.mark())

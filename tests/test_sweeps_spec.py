@@ -1,0 +1,176 @@
+"""Sweep specs: every malformed spec stops with one line naming the field and the file line; the shipped specs plan."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from conftest import GLUE_DIR, REPO
+from sweeps.cli import main
+from sweeps.errors import SpecError
+from sweeps.plan import build_plan
+from sweeps.spec import Training, load_spec
+
+GOOD = f"""\
+name: tiny
+model: tiny-random-bert
+data_dir: {GLUE_DIR}
+tasks: [sst2, rte]
+seeds: [0, 1]
+pruning:
+  rate: 0.2
+  levels: 2
+  rewind: [0]
+training:
+  max_seq_length: 32
+  max_train_samples: 64
+branches:
+  - kind: random-prune
+    levels: [1, 2]
+transfer:
+  - sources: [sst2]
+    targets: [rte]
+    sparsity: 0.4
+"""
+
+
+def _write(tmp_path, text: str, name: str = "spec.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def _replace(old: str, new: str) -> str:
+    assert old in GOOD
+    return GOOD.replace(old, new)
+
+
+MALFORMED = [
+    # (spec text, line, words the one-line message must contain)
+    (_replace("tasks:", "taks:"), 4, ["taks", "unknown field", "did you mean 'tasks'"]),
+    (_replace("  rate: 0.2", "  rat: 0.2"), 7, ["pruning.rat", "unknown field", "did you mean 'rate'"]),
+    (_replace("  rate: 0.2", "  rate: 1.5"), 7, ["pruning.rate", "less than 1"]),
+    (_replace("  rate: 0.2", "  rate: fast"), 7, ["pruning.rate", "valid number", "'fast'"]),
+    (_replace("seeds: [0, 1]", "seeds: [0, one]"), 5, ["seeds.1", "valid integer"]),
+    (_replace("tasks: [sst2, rte]", "tasks: [sst2, sst3]"), 4, ["tasks.1", "unknown task 'sst3'"]),
+    (_replace("tasks: [sst2, rte]", "tasks: [sst2, SST-2]"), 4, ["tasks.1", "listed twice"]),
+    (_replace("  levels: 2\n", "  levels: 2\n  target_sparsity: 0.4\n"), 6, ["pruning", "exactly one of levels"]),
+    (_replace("  levels: 2\n", ""), 6, ["pruning", "exactly one of levels or target_sparsity"]),
+    (_replace("  rewind: [0]", "  rewind: [0, 5 percent]"), 9, ["pruning.rewind.1", "percentage of training"]),
+    (_replace("  rewind: [0]", "  rewind: [0, -3]"), 9, ["pruning.rewind.1", ">= 0 steps"]),
+    (_replace("  rate: 0.2", "  rate: 0.2\n  method: prune-harder"), 8, ["pruning.method.0", "unknown pruning method"]),
+    (_replace("    levels: [1, 2]", "    levels: [1, 3]"), 15, ["branches.0.levels.1", "beyond the last IMP level (2)"]),
+    (_replace("  - kind: random-prune", "  - kind: random-prunes"), 14, ["branches.0.kind", "'random-prune'"]),
+    (_replace("  - sources: [sst2]", "  - sources: [cola]"), 17, ["transfer.0.sources.0", "add it to tasks"]),
+    (_replace("    sparsity: 0.4", "    sparsity: 0.5"), 19, ["transfer.0.sparsity", "not the sparsity of a level", "0.2, 0.4"]),
+    (_replace("  max_train_samples: 64", "  max_train_samples: 0"), 12, ["training.max_train_samples", "greater than 0"]),
+    (_replace("  max_seq_length: 32", "  max_seq_len: 32"), 11, ["training.max_seq_len", "did you mean 'max_seq_length'"]),
+    (GOOD + "resources:\n  gpus: 1.5\n", 21, ["resources.gpus", "whole GPUs"]),
+    (GOOD + "resources:\n  cpu: 2\n", 21, ["resources.cpu", "did you mean 'cpus'"]),
+    (GOOD + "storage: s3://bucket/x\n", 20, ["storage", "not a URI"]),
+    (_replace(f"data_dir: {GLUE_DIR}", "data_dir: no/such/folder"), 3, ["data_dir", "folder not found"]),
+    (_replace("name: tiny", "name: my sweep!"), 1, ["name", "letters, digits"]),
+    (_replace("name: tiny\n", ""), 1, ["name", "required field is missing"]),
+    (_replace("seeds: [0, 1]", "seeds: [0, 1]\nseeds: [2]"), 6, ["seeds", "duplicate key (first given on line 5)"]),
+    (_replace("seeds: [0, 1]", "seeds: [0, 1"), 6, ["not valid YAML"]),
+    ("- just\n- a list\n", 1, ["a YAML mapping"]),
+    (_replace("tasks: [sst2, rte]", "tasks: [mlm, rte]").replace("[sst2]", "[mlm]").replace("  rewind: [0]", "  rewind: ['5%']")
+     .replace("  max_train_samples: 64\n", ""), 9, ["pruning.rewind.0", "size of the training set of 'mlm'"]),
+]
+
+
+@pytest.mark.parametrize("text,line,words", MALFORMED, ids=[f"case{i}" for i in range(len(MALFORMED))])
+def test_malformed_spec_names_field_and_line(tmp_path, text, line, words):
+    path = _write(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}, line {line}: "), message
+    for word in words:
+        assert word in message, message
+
+
+def test_good_spec_plans_trajectories_branches_and_transfers(tmp_path):
+    spec = load_spec(_write(tmp_path, GOOD))
+    pieces = build_plan(spec)
+    kinds = [p.kind for p in pieces]
+    assert kinds.count("trajectory") == 4 and kinds.count("random-prune") == 8 and kinds.count("transfer") == 2
+    assert len({p.key for p in pieces}) == len(pieces)
+    transfer = next(p for p in pieces if p.kind == "transfer")
+    assert (transfer.source_task, transfer.recipe.task, transfer.level) == ("sst2", "rte", 2)
+    source = next(p for p in pieces if p.key == transfer.source_key)
+    assert source.recipe.task == "sst2" and source.recipe.seed == transfer.recipe.seed
+    assert spec.storage.startswith("/") and spec.data_dir == str(GLUE_DIR.resolve())
+    assert build_plan(load_spec(_write(tmp_path, GOOD, "again.yaml"))) == pieces
+
+
+def test_keys_change_with_the_recipe_but_not_with_levels(tmp_path):
+    base = {p.name: p.key for p in build_plan(load_spec(_write(tmp_path, GOOD)))}
+    more_levels = build_plan(load_spec(_write(tmp_path, _replace("  levels: 2", "  levels: 3"), "b.yaml")))
+    assert all(base[p.name] == p.key for p in more_levels if p.name in base)
+    lr = _replace("  max_seq_length: 32", "  max_seq_length: 32\n  learning_rate: 0.001")
+    other_lr = build_plan(load_spec(_write(tmp_path, lr, "c.yaml")))
+    assert not set(base.values()) & {p.key for p in other_lr}
+
+
+def test_percent_rewinds_resolve_per_task(tmp_path):
+    text = _replace("  rewind: [0]", "  rewind: [0, '50%']")
+    text = text.replace("  max_train_samples: 64\n", "  max_train_samples: 64\n  batch_size: 8\n")
+    pieces = [p for p in build_plan(load_spec(_write(tmp_path, text))) if p.is_trajectory]
+    assert sorted({p.recipe.rewind for p in pieces}) == [0, 4]
+    assert {p.rewind_label for p in pieces} == {"0", "50%=4"}
+
+
+def test_training_section_mirrors_the_engine_recipe():
+    from dataclasses import fields
+
+    from tickets.config import TrainConfig
+
+    assert set(Training.model_fields) == {f.name for f in fields(TrainConfig)}
+    assert Training().config() == TrainConfig()
+
+
+def test_relative_data_dir_resolves_from_the_spec_project_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = load_spec(str(REPO / "sweeps" / "quickstart.yaml"))
+    assert spec.data_dir == str(GLUE_DIR.resolve())
+    assert spec.storage == str(tmp_path / "sweep_storage")
+
+
+@pytest.mark.parametrize("name", ["quickstart", "chen2020_glue", "chen2020_rewind", "chen2020_transfer"])
+def test_shipped_specs_dry_run(name, capsys):
+    assert main([str(REPO / "sweeps" / f"{name}.yaml"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    count = out.strip().splitlines()[-1]
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0].isdigit()]
+    rows = [row for row in rows if row[1] != "trials"]
+    assert int(count.split()[0]) == len(rows) and [int(row[0]) for row in rows] == list(range(1, len(rows) + 1))
+    assert all(len(row[8]) == 16 for row in rows)
+    assert "content key" in out
+
+
+def test_shipped_spec_sizes():
+    sizes = {}
+    for name in ("quickstart", "chen2020_glue", "chen2020_rewind", "chen2020_transfer"):
+        spec = load_spec(str(REPO / "sweeps" / f"{name}.yaml"))
+        sizes[name] = (spec, build_plan(spec))
+    spec, pieces = sizes["quickstart"]
+    assert spec.model in (None, "all-MiniLM-L6-v2") and spec.level_sparsity(spec.last_level) == pytest.approx(0.4)
+    assert [p.kind for p in pieces].count("trajectory") == 2 and spec.resources.gpus == 0
+    spec, pieces = sizes["chen2020_glue"]
+    assert len(spec.tasks) == 9 and len(spec.seeds) == 3 and spec.last_level == 9 and spec.resources.gpus >= 1
+    assert {b.kind for b in spec.branches} == {"random-prune", "random-reinit", "oneshot"}
+    spec, pieces = sizes["chen2020_rewind"]
+    assert len(spec.pruning.rewind) == 5 and spec.model == "bert-base-uncased"
+    spec, pieces = sizes["chen2020_transfer"]
+    assert any("mlm" in t.sources and t.sparsity == pytest.approx(0.7) for t in spec.transfer)
+
+
+def test_cli_user_error_is_one_line_exit_2(tmp_path):
+    path = _write(tmp_path, _replace("  rate: 0.2", "  rat: 0.2"))
+    proc = subprocess.run([sys.executable, "-m", "sweeps", path, "--dry-run"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert f"{path}, line 7: pruning.rat: unknown field" in proc.stderr
