@@ -112,6 +112,7 @@ def down(state_dir: str = DEFAULT_STATE_DIR, timeout_s: float = 30.0) -> Service
     if services is None:
         raise ClusterError(f"nothing to stop: no state file in {state_dir} (was `python -m cluster up` run here?)")
     groups = [services.ray_pgid, services.mlflow_pgid]
+    strays = _descendants_elsewhere(groups)  # e.g. Ray workers, which the raylet starts in sessions of their own
     for pgid in groups:
         _signal_group(pgid, signal.SIGTERM)
     deadline = time.time() + timeout_s
@@ -119,6 +120,8 @@ def down(state_dir: str = DEFAULT_STATE_DIR, timeout_s: float = 30.0) -> Service
         time.sleep(0.5)
     for pgid in groups:
         _signal_group(pgid, signal.SIGKILL)
+    for process in strays:
+        _kill_process(process)
     os.remove(os.path.join(state_dir, STATE_FILE))
     shutil.rmtree(services.temp_dir, ignore_errors=True)
     return services
@@ -174,6 +177,34 @@ def _signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _descendants_elsewhere(pgids: list[int]) -> list:
+    """Descendants of the group leaders `pgids` that live in other process groups."""
+    import psutil
+
+    found = []
+    for pgid in pgids:
+        try:
+            children = psutil.Process(pgid).children(recursive=True)
+        except psutil.Error:
+            continue
+        for child in children:
+            try:
+                if os.getpgid(child.pid) not in pgids:
+                    found.append(child)
+            except ProcessLookupError:
+                continue
+    return found
+
+
+def _kill_process(process) -> None:
+    import psutil
+
+    try:
+        process.kill()
+    except psutil.Error:
         pass
 
 
