@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("a")
     compare.add_argument("b")
     compare.set_defaults(func=cmd_mask_compare)
-    __import__("tickets.cli_structured", fromlist=["register"]).register(sub)
+    from .cli_structured import register as register_structured  # it builds on this module's recipe arguments
+
+    register_structured(sub)
     return parser
 
 
