@@ -1,7 +1,9 @@
 """Inference latency and throughput: the dense model vs its compacted structured ticket (and 2:4 sparsity on a GPU).
 
 Every setting (batch size x sequence length) times the variants round by round, alternating their order, so machine
-noise hits them alike; the medians and the ratio dense/variant are printed (> 1: faster than dense, < 1: slower).
+noise hits them alike. Latency is the best of the rounds: on a shared machine other work only ever adds time, so the
+fastest round is the least disturbed estimate (medians swing by 2x and more here when other jobs run). The ratio is
+dense/variant latency: > 1 faster than dense, < 1 slower, printed as such.
 On a CUDA GPU the models run in float16 and a third variant is added: an unstructured ticket forced to the 2:4
 pattern and stored with torch.sparse.to_sparse_semi_structured. The last line is the headline ratio.
 
@@ -24,7 +26,7 @@ from tickets.structured.compact import compact
 from tickets.structured.gates import Gates
 from tickets.structured.structure import Layout, Structure
 
-from common import machine, median, synthetic_batch
+from common import machine, synthetic_batch
 
 
 def default_structure(layout: Layout, heads: float, mlps: float, seed: int) -> Structure:
@@ -79,7 +81,7 @@ def timed(model: nn.Module, batch: dict, device: torch.device) -> float:
 
 
 def measure(variants: dict[str, nn.Module], batch: dict, rounds: int, device: torch.device) -> dict[str, float]:
-    """Median forward seconds of each variant, timed round by round in alternating order after one warm-up each."""
+    """Best forward seconds of each variant, timed round by round in alternating order after one warm-up each."""
     names = list(variants)
     for name in names:
         timed(variants[name], batch, device)
@@ -87,7 +89,7 @@ def measure(variants: dict[str, nn.Module], batch: dict, rounds: int, device: to
     for r in range(rounds):
         for name in names if r % 2 == 0 else reversed(names):
             times[name].append(timed(variants[name], batch, device))
-    return {name: median(values) for name, values in times.items()}
+    return {name: min(values) for name, values in times.items()}
 
 
 def verdict(ratio: float) -> str:
@@ -106,10 +108,13 @@ def main() -> None:
     parser.add_argument("--mlps", type=float, default=0.5, help="fraction of MLP blocks kept without --mask")
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
     parser.add_argument("--seq-lens", nargs="+", type=int, default=[32, 128])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, help="CPU threads (default: torch's; 1 is steadier on a shared machine)")
     parser.add_argument("--unstructured-mask", help="GPU only: unstructured ticket for 2:4 (default: magnitude 50%%)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.type == "cuda" else torch.float32

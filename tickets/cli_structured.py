@@ -6,7 +6,6 @@ import argparse
 
 from .cli import _add_recipe_args, _recipe
 from .config import TrajectoryConfig
-from .errors import TicketsError
 from .structured import STRUCTURED_STRATEGIES
 from .structured.runs import RETRAIN_KINDS, SearchConfig
 

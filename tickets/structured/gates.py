@@ -7,7 +7,6 @@ exactly the masked (and the compacted) model; gates that require grad give d los
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..models import base_model
