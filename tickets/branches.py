@@ -15,7 +15,7 @@ from .imp import DENSE_TRAINED, REWIND_POINT, level_dir
 from .masks import Mask
 from .models import build_random_encoder, model_id
 from .pruning import prune
-from .records import finished_metrics, write_result_dir
+from .records import reusable_metrics, write_result_dir
 from .session import TaskSession
 from .weights import load_parameter_state, load_weights
 
@@ -62,9 +62,9 @@ def run_branch(cfg: BranchConfig, out_dir: str, progress: bool = True) -> dict:
     """Train one branch into `out_dir` (mask.safetensors, metrics.json); reuse it when already finished."""
     cfg.validate()
     key = cfg.content_key()
-    existing = finished_metrics(out_dir)
-    if existing is not None and existing.get("content_key") == key:
-        return {**existing, "reused": True}
+    reused = reusable_metrics(out_dir, key)
+    if reused is not None:
+        return reused
     started_at = time.time()
     source = Mask.load(cfg.mask_path)
     session = TaskSession.open(cfg.trajectory)

@@ -38,6 +38,14 @@ def finished_metrics(directory: str) -> dict | None:
     return read_json(path) if os.path.isfile(path) else None
 
 
+def reusable_metrics(directory: str, content_key: str) -> dict | None:
+    """The finished metrics.json in `directory` marked reused, if it was produced with `content_key`; else None."""
+    existing = finished_metrics(directory)
+    if existing is not None and existing.get("content_key") == content_key:
+        return {**existing, "reused": True}
+    return None
+
+
 def write_result_dir(directory: str, fill: Callable[[str], None], metrics: dict) -> None:
     """Create `directory` atomically: `fill(tmp)` writes the files, then metrics.json marks it finished."""
     parent = os.path.dirname(os.path.abspath(directory))

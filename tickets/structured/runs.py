@@ -16,7 +16,7 @@ from ..errors import TicketsError
 from ..masks import Mask
 from ..models import load_tokenizer, model_id
 from ..pruning import check_fraction
-from ..records import finished_metrics, read_json, write_json, write_result_dir
+from ..records import finished_metrics, read_json, reusable_metrics, write_json, write_result_dir
 from ..session import TaskSession
 from . import STRUCTURED_STRATEGIES
 from .compact import compact, export_compacted
@@ -95,9 +95,9 @@ def run_search(
     """Fine-tune the full model, then prune heads and MLPs while the dev metric holds; write OUT (reused if done)."""
     cfg.validate()
     key = cfg.content_key()
-    existing = finished_metrics(out_dir)
-    if existing is not None and existing.get("content_key") == key:
-        return {**existing, "reused": True}
+    reused = reusable_metrics(out_dir, key)
+    if reused is not None:
+        return reused
     started_at = time.time()
     session = TaskSession.open(cfg.trajectory)
     trained = session.train(session.full_mask(), progress=progress, description="full model")
@@ -164,9 +164,9 @@ def run_retrain(
     search_metrics, good_mask, importance = load_search(search_dir)
     key = content_hash({"kind": kind, "trajectory": cfg.identity(), "good": good_mask.content_hash(),
                         "importance": json.dumps(importance.to_json()), "export": export})
-    existing = finished_metrics(out_dir)
-    if existing is not None and existing.get("content_key") == key:
-        return {**existing, "reused": True}
+    reused = reusable_metrics(out_dir, key)
+    if reused is not None:
+        return reused
     started_at = time.time()
     session = TaskSession.open(cfg)
     layout = Layout.of(session.model)
