@@ -8,6 +8,11 @@ from torch import nn
 from ..config import TrainConfig
 
 
+# The fused AdamW kernel: on CPU about 2.5x faster than the default multi-tensor one, and, unlike it, no slower when
+# many gradients are exactly zero (pruned weights), which made masked steps 20-30% slower (bench/masking_overhead.py).
+FUSED_DEVICES = ("cpu", "cuda")
+
+
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
     """Linear warmup to the base learning rate, then linear decay to zero at `total_steps`."""
 
@@ -33,7 +38,8 @@ class TorchBackend:
         self.cfg = cfg
         self.masked = [(param, keep.to(self.device)) for param, keep in masked]
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                           fused=self.device.type in FUSED_DEVICES)
         self.scheduler = linear_schedule(self.optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
         self.apply_masks()
 
