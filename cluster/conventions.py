@@ -5,6 +5,10 @@ with step = level (level 0 is the dense network), including `sparsity`; masks ar
 `masks/level_XX.safetensors` and each level's metrics.json is `levels/level_XX.json`. Branch runs
 (RUN_KIND=branch: random-prune, random-reinit, oneshot, standard, transfer) are one run per (trajectory, kind, level),
 nested under their source trajectory run, with metrics logged at step = the level whose sparsity they match.
+Structured tickets (RUN_KIND=structured, tag SUBNETWORK): one run per structured search (SUBNETWORK=search: the
+full fine-tuned model's metrics, the good subnetwork's size as `good_*` metrics, its mask as the level-0 mask) and one
+per retrained subnetwork (good, random, bad, full), nested under its search run; all at step 0, `sparsity` being the
+fraction of prunable weights the subnetwork removes, with `heads_kept`, `mlps_kept`, `heads_total`, `mlps_total`.
 """
 
 TAG_RUN_KIND = "run_kind"
@@ -22,10 +26,13 @@ TAG_PRUNABLE_SET = "prunable_set"
 TAG_MAIN_METRIC = "main_metric"
 TAG_LEVELS_PLANNED = "levels_planned"
 TAG_PARENT_RUN = "mlflow.parentRunId"
+TAG_SUBNETWORK = "subnetwork"
 TAG_REWIND_POINT = "rewind_point"  # the spec's rewind point as written ("0", "5%=134": 5% of training = 134 steps)
 
 RUN_KIND_TRAJECTORY = "trajectory"
 RUN_KIND_BRANCH = "branch"
+RUN_KIND_STRUCTURED = "structured"
+SUBNETWORK_SEARCH = "search"
 
 METRIC_SPARSITY = "sparsity"
 

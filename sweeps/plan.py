@@ -1,8 +1,10 @@
-"""A spec becomes pieces of work: one IMP trajectory per task x seed x rewind x method, one run per branch and transfer.
+"""A spec becomes pieces of work: one IMP trajectory per task x seed x rewind x method, one run per branch and transfer,
+and for structured tickets one search per task x seed plus one retraining per subnetwork kind.
 
-Every piece has a content key: the trajectory's (model, data, hyperparameters, seed, rewind, code version) or, for a
-branch, a hash of its kind, its recipe and the content key of the level whose mask it uses. Results live in the
-results store under that key, so a piece that finished once is never trained again.
+Every piece has a content key: the trajectory's (model, data, hyperparameters, seed, rewind, code version), the
+structured search's (its recipe and search settings) or, for a branch or subnetwork, a hash of its kind, its recipe
+and the content key of the piece (level) whose mask it uses. Results live in the results store under that key, so a
+piece that finished once is never trained again.
 """
 
 from __future__ import annotations
@@ -14,11 +16,14 @@ from tickets.config import TrajectoryConfig, content_hash
 from .spec import Spec
 
 TRAJECTORY = "trajectory"
+STRUCTURED_SEARCH = "structured-search"
+STRUCTURED_PREFIX = "structured-"
 
 
 @dataclass(frozen=True)
 class Piece:
-    """One trial: an IMP trajectory, or a branch/transfer run that needs the mask of one level of a trajectory."""
+    """One trial: an IMP trajectory, a branch/transfer run that needs the mask of one level of a trajectory, a
+    structured search (`options`: its settings besides the recipe), or the retraining of one of a search's subnetworks."""
 
     kind: str
     key: str
@@ -28,11 +33,27 @@ class Piece:
     source_key: str | None = None
     source_task: str | None = None
     level: int | None = None
+    options: dict | None = None
 
     @property
     def is_trajectory(self) -> bool:
         """True for an IMP trajectory, False for a branch or transfer run."""
         return self.kind == TRAJECTORY
+
+    @property
+    def is_structured(self) -> bool:
+        """True for a structured search or the retraining of one of its subnetworks."""
+        return self.kind.startswith(STRUCTURED_PREFIX)
+
+    @property
+    def subnetwork(self) -> str | None:
+        """'search' for a structured search, the subnetwork kind (good, random, bad, full) for a retraining."""
+        return self.kind.removeprefix(STRUCTURED_PREFIX) if self.is_structured else None
+
+    @property
+    def is_root(self) -> bool:
+        """True when the piece needs no other piece's result (trajectories and structured searches)."""
+        return self.source_key is None
 
     @property
     def levels(self) -> list[int]:
@@ -56,9 +77,10 @@ def branch_key(kind: str, recipe: TrajectoryConfig, source: TrajectoryConfig, le
 
 
 def build_plan(spec: Spec) -> list[Piece]:
-    """All pieces of a sweep: trajectories first, then branches and transfers, each in a stable order."""
+    """All pieces of a sweep: trajectories, branches, transfers, then structured searches and retrainings, in a stable
+    order."""
     trajectories: list[Piece] = []
-    for task in spec.tasks:
+    for task in spec.tasks if spec.pruning is not None else []:
         for seed in spec.seeds:
             for point in spec.pruning.rewind:
                 for method in spec.pruning.method:
@@ -86,7 +108,27 @@ def build_plan(spec: Spec) -> list[Piece]:
                 source = traj.recipe
                 name = f"{source.task}-to-{target}-s{source.seed}-r{source.rewind}-{source.method}-L{level}"
                 pieces.append(Piece("transfer", key, name, recipe, traj.rewind_label, traj.key, source.task, level))
+    if spec.structured is not None:
+        pieces += structured_pieces(spec)
     return _unique(pieces)
+
+
+def structured_pieces(spec: Spec) -> list[Piece]:
+    """Per task x seed: the structured search, then one retraining per subnetwork kind of the spec."""
+    searches, retrains = [], []
+    for task in spec.tasks:
+        for seed in spec.seeds:
+            search = spec.structured_search(task, seed)
+            key = search.content_key()
+            name = f"{task}-s{seed}-{search.strategy}"
+            settings = {k: v for k, v in search.to_dict().items() if k != "trajectory"}
+            searches.append(Piece(STRUCTURED_SEARCH, key, f"{name}-search", search.trajectory, "0", source_task=task,
+                                  level=0, options=settings))
+            for kind in spec.structured.subnetworks:
+                retrain_key = content_hash({"structured": kind, "recipe": search.trajectory.identity(), "source": key})
+                retrains.append(Piece(STRUCTURED_PREFIX + kind, retrain_key, f"{name}-{kind}", search.trajectory, "0",
+                                      key, task, 0, settings))
+    return searches + retrains
 
 
 def _unique(pieces: list[Piece]) -> list[Piece]:

@@ -23,15 +23,18 @@ def trial_table(spec: Spec, pieces: list[Piece]) -> Table:
         table.add_column(column, no_wrap=True)
     for index, piece in enumerate(pieces, 1):
         cfg = piece.recipe
+        method = cfg.method
         if piece.is_trajectory:
             level, sparsity = f"0-{cfg.levels}", f"0-{spec.level_sparsity(cfg.levels):.3g}"
             task = cfg.task
+        elif piece.is_structured:
+            level, sparsity, task, method = "0", "searched", cfg.task, piece.options["strategy"]
         else:
             level, sparsity = str(piece.level), f"{spec.level_sparsity(piece.level):.3g}"
             task = cfg.task if piece.kind != "transfer" else f"{piece.source_task}->{cfg.task}"
         done = len(store.finished_levels(piece))
         finished = f"{done}/{len(piece.levels)}" if done else "-"
-        table.add_row(str(index), piece.kind, task, str(cfg.seed), piece.rewind_label, cfg.method, level, sparsity,
+        table.add_row(str(index), piece.kind, task, str(cfg.seed), piece.rewind_label, method, level, sparsity,
                       piece.key, finished)
     return table
 
@@ -41,7 +44,8 @@ def count_line(spec: Spec, pieces: list[Piece]) -> str:
     kinds = Counter(p.kind for p in pieces)
     runs = sum(len(p.levels) for p in pieces)
     parts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
-    return f"{len(pieces)} trials ({parts}); {runs} fine-tuning runs; levels 0-{spec.last_level} per trajectory"
+    levels = f"; levels 0-{spec.last_level} per trajectory" if spec.pruning is not None else ""
+    return f"{len(pieces)} trials ({parts}); {runs} fine-tuning runs{levels}"
 
 
 def results_table(result: SweepResult, limit: int = 40) -> Table | None:

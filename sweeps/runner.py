@@ -75,7 +75,7 @@ def _run_tune(spec: Spec, pending: list[Piece], store: ResultsStore, tracking_ur
         slots = max(1, min(slots, spec.resources.max_concurrent or slots))
         dashboard = f", dashboard {session.dashboard_url}" if session.dashboard_url else ""
         console.print(f"Ray ({session.mode}): {describe_resources()}, {slots} trial slots of {want}{dashboard}")
-        ready = {(p.source_key, p.level) for p in pending if not p.is_trajectory and store.source_ready(p)}
+        ready = {(p.source_key, p.level) for p in pending if not p.is_root and store.source_ready(p)}
         scheduler = PieceScheduler(
             pending, ready, lambda piece: trial_config(piece, store, tracking_uri, run_ids[piece.key])
         )

@@ -1,8 +1,8 @@
 """Feeding pieces to Ray Tune as their inputs appear: a Tune Searcher that knows the sweep's dependencies.
 
 Tune's usual trial list is fixed when the experiment starts. Here the searcher hands Tune the next ready piece each
-time a trial slot frees up: trajectories first (they are the critical path and unblock everything else), then every
-branch or transfer run whose source level has finished, in the order the levels finished. Tune asks again whenever
+time a trial slot frees up: trajectories and structured searches first (they are the critical path and unblock
+everything else), then every branch, transfer or subnetwork run whose source has finished, in the order they finished. Tune asks again whenever
 a slot is free (the ConcurrencyLimiter around it sets how many trials may run), so a branch starts as soon as its
 mask exists, not after the whole sweep, and all pieces get Tune's retries, checkpoints and resource scheduling.
 """
@@ -25,8 +25,8 @@ class PieceScheduler(Searcher):
         super().__init__()
         self._config = config
         self._done = set(ready_levels)
-        self._ready = deque(p for p in pieces if p.is_trajectory)
-        self._waiting = [p for p in pieces if not p.is_trajectory]
+        self._ready = deque(p for p in pieces if p.is_root)
+        self._waiting = [p for p in pieces if not p.is_root]
         self._live: dict[str, Piece] = {}
         self.blocked: list[Piece] = []
         self._promote()

@@ -21,6 +21,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValida
 from tickets.config import BACKENDS, BRANCH_KINDS, TrainConfig, TrajectoryConfig
 from tickets.errors import TicketsError
 from tickets.pruning import LAYERWISE, SCHEDULES, STRATEGIES, levels_for_sparsity, target_sparsity
+from tickets.structured import STRUCTURED_STRATEGIES
+from tickets.structured.runs import RETRAIN_KINDS, SearchConfig
 from tickets.tasks import get_task
 
 from .errors import SpecError
@@ -50,6 +52,12 @@ def _method(value: Any) -> str:
     known = sorted(set(STRATEGIES) | set(LAYERWISE))
     if value not in known:
         raise ValueError(f"unknown pruning method {value!r}; choose one of {', '.join(known)}")
+    return value
+
+
+def _structured_strategy(value: Any) -> str:
+    if value not in STRUCTURED_STRATEGIES:
+        raise ValueError(f"unknown structured strategy {value!r}; choose one of {', '.join(sorted(STRUCTURED_STRATEGIES))}")
     return value
 
 
@@ -105,6 +113,17 @@ class Pruning(Strict):
         return self
 
 
+class Structured(Strict):
+    """A structured search per task x seed (Prasanna et al. 2020) and the subnetworks retrained from it."""
+
+    strategy: Annotated[str, PlainValidator(_structured_strategy)] = "gradient-importance"
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.9
+    head_fraction: Fraction = 0.1
+    importance_samples: Annotated[int, Field(gt=0)] | None = 256
+    subnetworks: Annotated[list[Literal[RETRAIN_KINDS]], BeforeValidator(_as_list), Field(min_length=1)] = \
+        ["good", "random", "bad"]
+
+
 class Training(Strict):
     """The fine-tuning recipe, used unchanged at every level and by every branch (tickets.config.TrainConfig)."""
 
@@ -158,14 +177,16 @@ class Resources(Strict):
 
 
 class Spec(Strict):
-    """A whole sweep: tasks x seeds x rewinds x methods IMP trajectories, their branches and transfers."""
+    """A whole sweep: tasks x seeds x rewinds x methods IMP trajectories, their branches and transfers, and/or a
+    structured search per task x seed with its retrained subnetworks."""
 
     name: str
     model: str | None = None
     data_dir: str | None = None
     tasks: Annotated[list[TaskName], BeforeValidator(_as_list), Field(min_length=1)]
     seeds: Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list), Field(min_length=1)]
-    pruning: Pruning
+    pruning: Pruning | None = None
+    structured: Structured | None = None
     training: Training = Field(default_factory=Training)
     branches: list[Branch] = Field(default_factory=list)
     transfer: list[Transfer] = Field(default_factory=list)
@@ -173,9 +194,17 @@ class Spec(Strict):
     max_failures: Annotated[int, Field(ge=0)] = 3
     storage: str = DEFAULT_STORAGE
 
+    @model_validator(mode="after")
+    def _some_work(self) -> Spec:
+        if self.pruning is None and self.structured is None:
+            raise ValueError("give pruning: (IMP trajectories), structured: (structured tickets), or both")
+        return self
+
     @property
     def last_level(self) -> int:
-        """The last IMP level every trajectory runs to (level 0 is dense)."""
+        """The last IMP level every trajectory runs to (level 0 is dense; 0 without pruning:)."""
+        if self.pruning is None:
+            return 0
         if self.pruning.levels is not None:
             return self.pruning.levels
         return levels_for_sparsity(self.pruning.target_sparsity, self.pruning.rate, self.pruning.schedule)
@@ -216,6 +245,13 @@ class Spec(Strict):
             schedule=self.pruning.schedule, levels=self.last_level, rewind=rewind, rewind_head=self.pruning.rewind_head,
             include_pooler=self.pruning.include_pooler, train=self.training.config(),
         )
+
+    def structured_search(self, task: str, seed: int) -> SearchConfig:
+        """The engine's SearchConfig of the structured search on `task` with `seed`."""
+        recipe = TrajectoryConfig(task=task, seed=seed, model=self.model, data_dir=self.data_dir, levels=0,
+                                  train=self.training.config())
+        s = self.structured
+        return SearchConfig(recipe, s.strategy, s.threshold, s.head_fraction, s.importance_samples)
 
 
 def load_spec(path: str, data_dir: str | None = None, storage: str | None = None) -> Spec:
@@ -305,6 +341,23 @@ def _check(spec: Spec, lines: dict, source: str) -> None:
         fail(("name",), f"use letters, digits, '_', '.', '-' (it names the MLflow experiment), got {spec.name!r}")
     for field in ("tasks", "seeds"):
         _no_duplicates(getattr(spec, field), (field,), fail)
+    if spec.structured is not None:
+        _no_duplicates(spec.structured.subnetworks, ("structured", "subnetworks"), fail)
+    if spec.pruning is None:
+        for field in ("branches", "transfer"):
+            if getattr(spec, field):
+                fail((field,), f"{field} start from IMP masks: add a pruning: section")
+    else:
+        _check_pruning(spec, fail)
+    if spec.model is not None:
+        _check_model(spec.model, lambda message: fail(("model",), message))
+    try:
+        spec.training.config().validate()
+    except TicketsError as exc:
+        fail(("training",), str(exc))
+
+
+def _check_pruning(spec: Spec, fail) -> None:
     _no_duplicates(spec.pruning.method, ("pruning", "method"), fail)
     try:
         last = spec.last_level
@@ -341,12 +394,6 @@ def _check(spec: Spec, lines: dict, source: str) -> None:
             fail(("transfer", index, "sparsity"), str(exc))
         if not set(transfer.targets) - set(transfer.sources) and len(transfer.sources) == 1:
             fail(("transfer", index, "targets"), "no target differs from the source task")
-    if spec.model is not None:
-        _check_model(spec.model, lambda message: fail(("model",), message))
-    try:
-        spec.training.config().validate()
-    except TicketsError as exc:
-        fail(("training",), str(exc))
 
 
 def _no_duplicates(values: list, loc: tuple, fail) -> None:

@@ -1,7 +1,8 @@
 """The results store: one folder per content key under `STORAGE/results`, shared by every sweep that uses it.
 
-A trajectory's folder is the engine's trajectory folder (`level_XX/` per finished level); a branch's folder holds its
-`mask.safetensors` and `metrics.json`. On a multi-node cluster `storage` must be a file system every node mounts.
+A trajectory's folder is the engine's trajectory folder (`level_XX/` per finished level); a branch's or retrained
+subnetwork's folder holds its `mask.safetensors` and `metrics.json`; a structured search's folder its
+`good.safetensors`, `importance.json` and `metrics.json`. On a multi-node cluster `storage` must be a file system every node mounts.
 """
 
 from __future__ import annotations
@@ -11,11 +12,17 @@ import uuid
 
 from tickets.imp import level_dir
 from tickets.records import finished_metrics
+from tickets.structured.runs import GOOD_MASK
 
-from .plan import Piece
+from .plan import STRUCTURED_SEARCH, Piece
 
 MASK_FILE = "mask.safetensors"
 ID_FILE = "storage_id"
+
+
+def mask_name(piece: Piece) -> str:
+    """The name of the mask file in a result folder of `piece` (a structured search's is its good subnetwork)."""
+    return GOOD_MASK if piece.kind == STRUCTURED_SEARCH else MASK_FILE
 
 
 class ResultsStore:
@@ -69,10 +76,15 @@ class ResultsStore:
         """True when every level of `piece` is finished."""
         return len(self.finished_levels(piece)) == len(piece.levels)
 
+    def source_dir(self, piece: Piece) -> str:
+        """The folder a dependent piece starts from: its trajectory's level folder, or its structured search."""
+        folder = self.path(piece.source_key)
+        return folder if piece.is_structured else level_dir(folder, piece.level)
+
     def source_mask(self, piece: Piece) -> str:
         """The mask a branch or transfer piece starts from: its source trajectory's mask at `piece.level`."""
-        return os.path.join(level_dir(self.path(piece.source_key), piece.level), MASK_FILE)
+        return os.path.join(self.source_dir(piece), MASK_FILE)
 
     def source_ready(self, piece: Piece) -> bool:
-        """True when the level a branch or transfer piece needs is finished."""
-        return finished_metrics(level_dir(self.path(piece.source_key), piece.level)) is not None
+        """True when the result a branch, transfer or subnetwork piece needs is finished."""
+        return finished_metrics(self.source_dir(piece)) is not None

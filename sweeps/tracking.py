@@ -17,12 +17,16 @@ from cluster import conventions as cv
 from cluster import tracking
 from tickets.models import DEFAULT_MODEL
 from tickets.records import METRICS_FILE, finished_metrics
+from tickets.structured.runs import IMPORTANCE
 from tickets.tasks import get_task
 
 from .plan import Piece
-from .store import MASK_FILE, ResultsStore
+from .store import ResultsStore, mask_name
 
 SCALARS = ("target_sparsity", "train_loss", "wall_time_s", "steps")
+STRUCTURE_COUNTS = ("heads_kept", "heads_total", "mlps_kept", "mlps_total")
+SEARCH_SCALARS = {"full_metric": "full_metric", "good_metric_before_retraining": "good_metric_before_retraining",
+                  "weight_sparsity": "good_sparsity"}
 
 
 def piece_tags(piece: Piece, parent_run_id: str | None) -> dict[str, str]:
@@ -37,6 +41,13 @@ def piece_tags(piece: Piece, parent_run_id: str | None) -> dict[str, str]:
     }
     if piece.is_trajectory:
         tags.update({cv.TAG_RUN_KIND: cv.RUN_KIND_TRAJECTORY, cv.TAG_LEVELS_PLANNED: str(cfg.levels)})
+    elif piece.is_structured:
+        for tag in (cv.TAG_SCHEDULE, cv.TAG_REWIND_POINT):
+            tags.pop(tag)
+        tags.update({cv.TAG_RUN_KIND: cv.RUN_KIND_STRUCTURED, cv.TAG_SUBNETWORK: piece.subnetwork,
+                     cv.TAG_METHOD: piece.options["strategy"]})
+        if parent_run_id:
+            tags[cv.TAG_PARENT_RUN] = parent_run_id
     else:
         tags.update({cv.TAG_RUN_KIND: cv.RUN_KIND_BRANCH, cv.TAG_BRANCH_KIND: piece.kind,
                      cv.TAG_SOURCE_TASK: piece.source_task, cv.TAG_SOURCE_LEVEL: str(piece.level)})
@@ -51,6 +62,10 @@ def piece_params(piece: Piece) -> dict[str, str]:
     train = data.pop("train")
     data.pop("levels")
     data.update({k: v for k, v in train.items() if k != "deepspeed"})
+    if piece.is_structured:
+        for imp_only in ("method", "rate", "schedule", "rewind", "rewind_head", "include_pooler"):
+            data.pop(imp_only)
+        data.update(piece.options)
     return {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in data.items()}
 
 
@@ -60,7 +75,7 @@ def prepare_runs(client, experiment_id: str, pieces: list[Piece]) -> dict[str, s
 
     existing = tracking.runs_by_tag(client, experiment_id, cv.TAG_CONTENT_KEY)
     run_ids = {key: run.info.run_id for key, run in existing.items()}
-    for piece in sorted(pieces, key=lambda p: not p.is_trajectory):
+    for piece in sorted(pieces, key=lambda p: not p.is_root):
         if piece.key in run_ids:
             planned = str(piece.recipe.levels)
             if piece.is_trajectory and existing[piece.key].data.tags.get(cv.TAG_LEVELS_PLANNED) != planned:
@@ -80,15 +95,28 @@ def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str) -
     if level in tracking.logged_steps(client, run_id, cv.METRIC_SPARSITY):
         return False
     metrics = finished_metrics(result_dir)
-    tracking.log_file_as(client, run_id, os.path.join(result_dir, MASK_FILE), cv.mask_artifact_path(level))
+    tracking.log_file_as(client, run_id, os.path.join(result_dir, mask_name(piece)), cv.mask_artifact_path(level))
     tracking.log_file_as(client, run_id, os.path.join(result_dir, METRICS_FILE), cv.level_artifact_path(level))
+    if piece.subnetwork == cv.SUBNETWORK_SEARCH:
+        tracking.log_file_as(client, run_id, os.path.join(result_dir, IMPORTANCE), IMPORTANCE)
     if "prunable_set" in metrics:
         client.set_tag(run_id, cv.TAG_PRUNABLE_SET, json.dumps(metrics["prunable_set"]))
     values = {k: v for k, v in metrics["metrics"].items() if isinstance(v, (int, float))}
     values.update({k: metrics[k] for k in SCALARS if isinstance(metrics.get(k), (int, float))})
+    if piece.is_structured:
+        values.update(structured_values(piece, metrics))
     values[cv.METRIC_SPARSITY] = metrics["sparsity"]
     tracking.log_step(client, run_id, level, values, last=cv.METRIC_SPARSITY)
     return True
+
+
+def structured_values(piece: Piece, metrics: dict) -> dict[str, float]:
+    """The size of a structured run's subnetwork (a search's: of its good subnetwork, prefixed `good_`) and, for a
+    search, the full model's metric and the good subnetwork's before retraining."""
+    prefix = "good_" if piece.subnetwork == cv.SUBNETWORK_SEARCH else ""
+    values = {prefix + k: metrics["structure"][k] for k in STRUCTURE_COUNTS}
+    values.update({name: metrics[k] for k, name in SEARCH_SCALARS.items() if k in metrics})
+    return values
 
 
 def reconcile(client, run_ids: dict[str, str], pieces: list[Piece], store: ResultsStore, ended: bool) -> int:

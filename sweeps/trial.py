@@ -1,4 +1,5 @@
-"""The Ray Tune trainable: runs one piece (a trajectory, or one branch/transfer run) into the results store.
+"""The Ray Tune trainable: runs one piece (a trajectory, a branch/transfer run, a structured search or the retraining
+of one of its subnetworks) into the results store.
 
 Every finished level is reported to Tune with a checkpoint of its small files (masks and metrics, no weights) and
 logged to MLflow from the worker. A retried trial (FailureConfig) re-enters the engine, which skips the levels already
@@ -14,6 +15,7 @@ import tempfile
 
 from tickets.branches import BranchConfig, run_branch
 from tickets.imp import REWIND_POINT, LevelResult, run_trajectory
+from tickets.structured.runs import SearchConfig, run_retrain, run_search
 
 from .plan import Piece
 from .store import ResultsStore
@@ -68,11 +70,22 @@ def run_piece(config: dict) -> None:
             finished(result.level, result.metrics, result.reused)
 
         run_trajectory(piece.recipe, store.path(piece.key), on_level=on_level, progress=False)
+    elif piece.is_structured:
+        metrics = run_structured(piece, store)
+        finished(piece.level, metrics, bool(metrics.get("reused")))
     else:
         branch = BranchConfig(piece.kind, piece.recipe, store.source_mask(piece), store.path(piece.source_key))
         metrics = run_branch(branch, store.path(piece.key), progress=False)
         finished(piece.level, metrics, bool(metrics.get("reused")))
     recorder.finished()
+
+
+def run_structured(piece: Piece, store: ResultsStore) -> dict:
+    """Run a structured search, or retrain one subnetwork of a finished search; return its metrics."""
+    if piece.subnetwork == "search":
+        return run_search(SearchConfig(piece.recipe, **piece.options), store.path(piece.key), progress=False)
+    return run_retrain(piece.subnetwork, piece.recipe, store.path(piece.source_key), store.path(piece.key),
+                       progress=False)
 
 
 def restore_checkpoint(folder: str, store: ResultsStore, piece: Piece) -> None:

@@ -8,11 +8,14 @@ import tempfile
 import threading
 import time
 
+import pandas as pd
 import pytest
 import ray
 from ray.tune import Callback
 from rich.console import Console
 
+from analysis.report import write_report
+from analysis.structured import BEFORE_RETRAINING, FULL_MODEL
 from cluster import conventions as cv
 from cluster import tracking
 from conftest import GLUE_DIR
@@ -192,3 +195,58 @@ def test_a_node_without_the_drivers_storage_is_refused(tmp_path):
     store.check_shared(store.mark())
     with pytest.raises(RuntimeError, match="every node mounts"):
         ResultsStore(str(tmp_path / "node_local")).check_shared(store.mark())
+
+
+def test_structured_sweep_logs_a_search_and_equal_size_subnetworks_nested_under_it(local_ray, tmp_path):
+    path = tmp_path / "structured.yaml"
+    path.write_text(f"""\
+name: structured
+model: tiny-random-bert
+data_dir: {GLUE_DIR}
+tasks: [sst2]
+seeds: [0]
+structured: {{threshold: 0.5, head_fraction: 0.25, importance_samples: 16, subnetworks: [good, bad]}}
+training: {{epochs: 1, batch_size: 8, learning_rate: 1.0e-3, max_seq_length: 32, max_train_samples: 48,
+           max_eval_samples: 32}}
+resources: {{cpus: 1}}
+storage: {tmp_path / "storage"}
+""")
+    spec = load_spec(str(path))
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    result = run_sweep(spec, uri, Console(quiet=True))
+    assert result.ok and result.trials == 3 and result.levels_trained == 3
+    client = tracking.client(uri)
+    experiment = client.get_experiment_by_name("structured")
+    runs = {r.data.tags[cv.TAG_CONTENT_KEY]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {p.key for p in result.pieces}
+    search = next(p for p in result.pieces if p.kind == "structured-search")
+    search_run = runs[search.key]
+    expected = {cv.TAG_RUN_KIND: cv.RUN_KIND_STRUCTURED, cv.TAG_SUBNETWORK: "search", cv.TAG_TASK: "sst2",
+                cv.TAG_SEED: "0", cv.TAG_METHOD: "gradient-importance", cv.TAG_MODEL: "tiny-random-bert"}
+    assert {k: search_run.data.tags.get(k) for k in expected} == expected
+    assert search_run.data.params["threshold"] == "0.5" and search_run.info.status == "FINISHED"
+    found = search_run.data.metrics
+    assert found["sparsity"] == 0.0 and found["full_metric"] == found["accuracy"]
+    assert 0 <= found["good_heads_kept"] < found["good_heads_total"] == 8 and 0 < found["good_sparsity"] <= 1
+    good_mask = Mask.load(client.download_artifacts(search_run.info.run_id, cv.mask_artifact_path(0), str(tmp_path)))
+    assert good_mask.metadata["kind"] == "structured"
+    assert int(good_mask.metadata["heads_kept"]) == found["good_heads_kept"]
+    assert "importance.json" in {f.path for f in client.list_artifacts(search_run.info.run_id)}
+    for kind in ("good", "bad"):
+        piece = next(p for p in result.pieces if p.kind == f"structured-{kind}")
+        run = runs[piece.key]
+        assert run.data.tags[cv.TAG_PARENT_RUN] == search_run.info.run_id and run.data.tags[cv.TAG_SUBNETWORK] == kind
+        assert run.data.metrics["heads_kept"] == found["good_heads_kept"]
+        assert run.data.metrics["mlps_kept"] == found["good_mlps_kept"]
+        assert run.data.metrics["sparsity"] == pytest.approx(found["good_sparsity"])
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [0]
+    again = run_sweep(spec, uri, Console(quiet=True))
+    assert again.ok and again.trials == 0 and again.levels_trained == 0
+    assert len(client.search_runs([experiment.experiment_id])) == 3
+    write_report(client, "structured", str(tmp_path / "report"))
+    table = pd.read_csv(tmp_path / "report" / "structured.csv")
+    assert list(table["subnetwork"]) == [FULL_MODEL, BEFORE_RETRAINING, "good", "bad"]
+    assert (table["n"] == 1).all() and not table["partial"].any()
+    assert list(table["heads_kept"]) == [8, *[found["good_heads_kept"]] * 3]
+    assert table["mean"].iloc[0] == pytest.approx(found["accuracy"])
+    assert "Structured subnetworks" in (tmp_path / "report" / "report.md").read_text()

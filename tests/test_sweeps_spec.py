@@ -34,6 +34,21 @@ transfer:
     sparsity: 0.4
 """
 
+STRUCTURED = f"""\
+name: structured
+model: tiny-random-bert
+data_dir: {GLUE_DIR}
+tasks: [sst2, rte]
+seeds: [0, 1]
+structured:
+  threshold: 0.9
+  head_fraction: 0.1
+  subnetworks: [good, random, bad]
+training:
+  max_seq_length: 32
+  max_train_samples: 64
+"""
+
 
 def _write(tmp_path, text: str, name: str = "spec.yaml") -> str:
     path = tmp_path / name
@@ -77,6 +92,30 @@ MALFORMED = [
     ("- just\n- a list\n", 1, ["a YAML mapping"]),
     (_replace("tasks: [sst2, rte]", "tasks: [mlm, rte]").replace("[sst2]", "[mlm]").replace("  rewind: [0]", "  rewind: ['5%']")
      .replace("  max_train_samples: 64\n", ""), 9, ["pruning.rewind.0", "size of the training set of 'mlm'"]),
+]
+
+
+
+
+def _structured(old: str, new: str) -> str:
+    assert old in STRUCTURED
+    return STRUCTURED.replace(old, new)
+
+
+MALFORMED += [
+    (_structured("  threshold: 0.9", "  threshold: 1.5"), 7, ["structured.threshold", "less than or equal to 1"]),
+    (_structured("  threshold: 0.9", "  threshold: 0"), 7, ["structured.threshold", "greater than 0"]),
+    (_structured("  head_fraction: 0.1", "  head_fraction: 1"), 8, ["structured.head_fraction", "less than 1"]),
+    (_structured("  subnetworks: [good, random, bad]", "  subnetworks: [good, great]"), 9,
+     ["structured.subnetworks.1", "'good', 'random', 'bad' or 'full'"]),
+    (_structured("  subnetworks: [good, random, bad]", "  subnetworks: [good, bad, good]"), 9,
+     ["structured.subnetworks.2", "listed twice"]),
+    (_structured("  threshold: 0.9", "  strategy: taylor"), 7, ["structured.strategy", "unknown structured strategy",
+                                                                 "gradient-importance"]),
+    (_structured("  threshold: 0.9", "  treshold: 0.9"), 7, ["structured.treshold", "did you mean 'threshold'"]),
+    (_structured("structured:\n  threshold: 0.9\n  head_fraction: 0.1\n  subnetworks: [good, random, bad]\n", ""), 1,
+     ["give pruning: (IMP trajectories), structured: (structured tickets), or both"]),
+    (STRUCTURED + "branches:\n  - kind: oneshot\n", 13, ["branches", "add a pruning: section"]),
 ]
 
 
@@ -139,7 +178,24 @@ def test_relative_data_dir_resolves_from_the_spec_project_root(tmp_path, monkeyp
     assert spec.storage == str(tmp_path / "sweep_storage")
 
 
-@pytest.mark.parametrize("name", ["quickstart", "chen2020_glue", "chen2020_rewind", "chen2020_transfer"])
+def test_structured_spec_plans_a_search_and_subnetworks_per_task_and_seed(tmp_path):
+    spec = load_spec(_write(tmp_path, STRUCTURED))
+    pieces = build_plan(spec)
+    searches = [p for p in pieces if p.kind == "structured-search"]
+    assert len(searches) == 4 and all(p.is_root and p.options["threshold"] == 0.9 for p in searches)
+    for kind in ("good", "random", "bad"):
+        subnets = [p for p in pieces if p.kind == f"structured-{kind}"]
+        assert {p.source_key for p in subnets} == {p.key for p in searches} and not any(p.is_root for p in subnets)
+    assert len({p.key for p in pieces}) == len(pieces) == 16
+    both = load_spec(_write(tmp_path, GOOD + STRUCTURED.split("training:")[0].split("seeds: [0, 1]\n")[1], "both.yaml"))
+    kinds = [p.kind for p in build_plan(both)]
+    assert kinds.count("trajectory") == 4 and kinds.count("structured-search") == 4 and kinds.count("structured-bad") == 4
+    stricter = load_spec(_write(tmp_path, STRUCTURED.replace("threshold: 0.9", "threshold: 0.8"), "stricter.yaml"))
+    assert not {p.key for p in build_plan(stricter)} & {p.key for p in pieces}
+
+
+@pytest.mark.parametrize("name", ["quickstart", "chen2020_glue", "chen2020_rewind", "chen2020_transfer",
+                                  "prasanna2020"])
 def test_shipped_specs_dry_run(name, capsys):
     assert main([str(REPO / "sweeps" / f"{name}.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -153,7 +209,7 @@ def test_shipped_specs_dry_run(name, capsys):
 
 def test_shipped_spec_sizes():
     sizes = {}
-    for name in ("quickstart", "chen2020_glue", "chen2020_rewind", "chen2020_transfer"):
+    for name in ("quickstart", "chen2020_glue", "chen2020_rewind", "chen2020_transfer", "prasanna2020"):
         spec = load_spec(str(REPO / "sweeps" / f"{name}.yaml"))
         sizes[name] = (spec, build_plan(spec))
     spec, pieces = sizes["quickstart"]
@@ -166,6 +222,10 @@ def test_shipped_spec_sizes():
     assert len(spec.pruning.rewind) == 5 and spec.model == "bert-base-uncased"
     spec, pieces = sizes["chen2020_transfer"]
     assert any("mlm" in t.sources and t.sparsity == pytest.approx(0.7) for t in spec.transfer)
+    spec, pieces = sizes["prasanna2020"]
+    assert len(spec.tasks) == 9 and len(spec.seeds) == 5 and spec.pruning is None and spec.model == "bert-base-uncased"
+    assert spec.structured.threshold == 0.9 and spec.structured.subnetworks == ["good", "random", "bad"]
+    assert [p.kind for p in pieces].count("structured-search") == 45 and len(pieces) == 45 * 4
 
 
 def test_cli_user_error_is_one_line_exit_2(tmp_path):
