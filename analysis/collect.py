@@ -37,7 +37,7 @@ _TAGS = {
     "rewind": C.TAG_REWIND, "schedule": C.TAG_SCHEDULE, "model": C.TAG_MODEL, "content_key": C.TAG_CONTENT_KEY,
     "branch_kind": C.TAG_BRANCH_KIND, "source_task": C.TAG_SOURCE_TASK, "source_level": C.TAG_SOURCE_LEVEL,
     "prunable_set": C.TAG_PRUNABLE_SET, "main_metric": C.TAG_MAIN_METRIC, "levels_planned": C.TAG_LEVELS_PLANNED,
-    "parent_run_id": C.TAG_PARENT_RUN, "rewind_point": C.TAG_REWIND_POINT,
+    "parent_run_id": C.TAG_PARENT_RUN, "rewind_point": C.TAG_REWIND_POINT, "subnetwork": C.TAG_SUBNETWORK,
 }
 _INT_TAGS = ("seed", "rewind", "source_level", "levels_planned")
 _INHERITED = ("task", "seed", "method", "rewind", "rewind_point", "schedule", "model", "prunable_set", "main_metric")
@@ -53,7 +53,8 @@ class Collected:
     `problem`: '' for a complete run, else 'running', 'failed', 'killed', 'scheduled', 'no metrics: ...' or
     'incomplete: ...');
     `points`: one row per (run_id, level) with `sparsity` and one column per other metric;
-    `ignored`: runs whose run_kind is neither trajectory nor branch.
+    `structured`: one row per structured run (search or retrained subnetwork) with its tags and step-0 metrics;
+    `ignored`: runs whose run_kind is none of trajectory, branch, structured.
     """
 
     experiment: str
@@ -61,6 +62,7 @@ class Collected:
     tracking_uri: str
     runs: pd.DataFrame
     points: pd.DataFrame
+    structured: pd.DataFrame = field(default_factory=pd.DataFrame)
     ignored: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def table(self) -> pd.DataFrame:
@@ -319,14 +321,18 @@ def collect(client, name: str) -> Collected:
     runs = search_all_runs(client, experiment.experiment_id)
     frame = runs_frame(runs)
     known = frame["run_kind"].isin([C.RUN_KIND_TRAJECTORY, C.RUN_KIND_BRANCH])
-    kept = [run for run, keep in zip(runs, known) if keep]
+    structured = frame["run_kind"] == C.RUN_KIND_STRUCTURED
+    kept = [run for run, keep in zip(runs, known | structured) if keep]
     history = fetch_histories(client, kept)
     points = points_frame(history)
+    structured_ids = set(frame.loc[structured, "run_id"])
+    structured_points = points[points["run_id"].isin(structured_ids) & (points["level"] == 0)].drop(columns="level")
     return Collected(
         experiment=name,
         experiment_id=experiment.experiment_id,
         tracking_uri=client.tracking_uri,
         runs=_problems(frame[known].reset_index(drop=True), history, points),
-        points=points,
-        ignored=frame[~known].reset_index(drop=True),
+        points=points[~points["run_id"].isin(structured_ids)].reset_index(drop=True),
+        structured=frame[structured].merge(structured_points, on="run_id", how="left").reset_index(drop=True),
+        ignored=frame[~(known | structured)].reset_index(drop=True),
     )

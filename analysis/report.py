@@ -10,12 +10,15 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from cluster import conventions as C
+
 from .collect import IMP, TRANSFER, Collected, collect, rows_where
 from .document import Document
 from .masks import MASK_GROUP, choose_levels, load_masks, random_jaccard
 from .matching import DENSE_KEY, dense_stats, find_matching
 from .plots import layer_sparsity, seed_overlaps, sparsity_curves, task_overlaps, transfer_heatmap
 from .stats import describe, metric_columns, metric_columns_of, summarise
+from .structured import structured_table
 from .tasks import task_metrics
 from .transfer import GROUP as TRANSFER_GROUP
 from .transfer import transfer_table
@@ -78,7 +81,9 @@ def write_report(client, experiment: str, out_dir: str, overlap_level: int | Non
     summary = summarise(table, collected.runs)
     matching = find_matching(summary, table, main)
     transfer = transfer_table(table, main)
-    for name, frame in (("summary", summary), ("matching", matching), ("transfer", transfer)):
+    structured = structured_table(collected.structured)
+    for name, frame in (("summary", summary), ("matching", matching), ("transfer", transfer),
+                        ("structured", structured)):
         frame.to_csv(os.path.join(out_dir, f"{name}.csv"), index=False)
 
     doc = Document(f"Seed-variance report: {experiment}")
@@ -87,7 +92,8 @@ def write_report(client, experiment: str, out_dir: str, overlap_level: int | Non
     _matching(doc, matching, collected)
     _tasks(doc, summary, table, main, collected, out_dir)
     _transfer(doc, transfer, out_dir)
-    tables = ["summary.csv", "matching.csv", "transfer.csv"]
+    _structured(doc, structured)
+    tables = ["summary.csv", "matching.csv", "transfer.csv", "structured.csv"]
     if masks:
         tables += _masks(doc, client, table, out_dir, overlap_level, overlap_sparsity)
     doc.heading("Files")
@@ -125,16 +131,17 @@ def _setup(doc: Document, collected: Collected, table: pd.DataFrame) -> None:
         doc.callout(f"PARTIAL RESULTS: {len(unfinished)} of {len(runs)} runs are not complete "
                     f"({collected.problem_counts()}). Rows and cells marked 'partial' have fewer seeds than their "
                     "series; plots draw them with hollow markers.")
-    if runs.empty:
-        doc.callout("The experiment has no trajectory or branch runs yet.")
+    if runs.empty and collected.structured.empty:
+        doc.callout("The experiment has no trajectory, branch or structured runs yet.")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     doc.text(f"Experiment '{collected.experiment}' (id {collected.experiment_id}) in {collected.tracking_uri}, "
              f"read {stamp}.")
     doc.heading("Setup")
     seeds = table.groupby("task")["seed"].nunique() if len(table) else pd.Series(dtype=int)
     kinds = runs["branch"].map(lambda b: "trajectory (IMP)" if b == IMP else f"branch {b}").value_counts()
+    structured = collected.structured
     items = [
-        f"Model: {_values(runs, 'model')}",
+        f"Model: {_values(pd.concat([runs[['model']], structured[['model']]]) if len(structured) else runs, 'model')}",
         f"Prunable set (tag prunable_set): {_prunable_sets(runs[runs['last_level'].notna()])}",
         f"Pruning methods: {_values(runs, 'method')}; schedules: {_values(runs, 'schedule')}; "
         f"rewind points: {_values(runs, 'rewind_point')} (steps: {_values(runs, 'rewind')})",
@@ -145,8 +152,14 @@ def _setup(doc: Document, collected: Collected, table: pd.DataFrame) -> None:
         "dense mean - dense std; strictly matching: mean >= dense mean (dense = level 0 of the IMP trajectories "
         "with the same task, model and rewind point).",
     ]
+    if len(structured):
+        searches = int((structured["subnetwork"] == C.SUBNETWORK_SEARCH).sum())
+        unfinished = int((structured["status"] != "FINISHED").sum())
+        items.append(f"Structured runs: {searches} searches ({_values(structured, 'method')}), "
+                     f"{len(structured) - searches} retrained subnetworks; {unfinished} not finished; tasks "
+                     f"{_values(structured, 'task')}, seeds {_values(structured, 'seed')}")
     if len(collected.ignored):
-        items.append(f"{len(collected.ignored)} runs without run_kind trajectory/branch were ignored.")
+        items.append(f"{len(collected.ignored)} runs without run_kind trajectory/branch/structured were ignored.")
     if collected.duplicates():
         items.append(f"{collected.duplicates()} level values were superseded by another run of the same seed "
                      "(finished runs preferred, then the newest).")
@@ -268,6 +281,30 @@ def _transfer(doc: Document, transfer: pd.DataFrame, out_dir: str) -> None:
               if pd.notna(r["diff_std"]) else f"{r['diff']:+.4f} (n={r['diff_n']} paired seeds)"}
              for _, r in transfer.iterrows()]
     doc.table(pd.DataFrame(table))
+
+
+def _structured(doc: Document, structured: pd.DataFrame) -> None:
+    doc.heading("Structured subnetworks (attention heads and MLP blocks)")
+    if structured.empty:
+        doc.text("The experiment has no structured runs.")
+        return
+    doc.text("Per task: the full model fine-tuned in each seed's search, the good subnetwork the search kept "
+             "(before retraining), and the good, random and bad subnetworks of the same size, each retrained from "
+             "the pre-trained weights with the search's seed (Prasanna et al. 2020). Sparsity: of the prunable "
+             "weights. Heads and MLPs: mean kept of total. Full table: structured.csv.")
+    shown = varying(structured, ["model", "method"])
+    rows = []
+    for _, row in structured.iterrows():
+        entry = {"task": row["task"], **{c: row[c] for c in ("model", "method") if c in shown},
+                 "subnetwork": row["subnetwork"], "metric": row["metric"],
+                 "value": mean_std(row["mean"], row["std"], row["n"])
+                 + (f" [{row['min']:.4f}, {row['max']:.4f}]" if row["n"] else ""),
+                 "sparsity": percent(row["sparsity"]),
+                 "heads": f"{row['heads_kept']:.1f} of {row['heads_total']:.0f}" if pd.notna(row["heads_kept"]) else "?",
+                 "MLPs": f"{row['mlps_kept']:.1f} of {row['mlps_total']:.0f}" if pd.notna(row["mlps_kept"]) else "?",
+                 "partial": "partial" if row["partial"] else ""}
+        rows.append(entry)
+    doc.table(pd.DataFrame(rows))
 
 
 def _masks(doc: Document, client, table: pd.DataFrame, out_dir: str, level: int | None,

@@ -13,6 +13,7 @@ from .config import BACKENDS, BRANCH_KINDS, TrainConfig, TrajectoryConfig
 from .errors import TicketsError
 from .masks import Mask, overlap
 from .pruning import SCHEDULES, levels_for_sparsity
+from .structured.structure import KIND as STRUCTURED_KIND
 
 TRAIN_FLAGS = {
     "epochs": float, "batch_size": int, "learning_rate": float, "weight_decay": float, "warmup_ratio": float,
@@ -120,7 +121,8 @@ def cmd_mask_info(args: argparse.Namespace) -> None:
     for key, value in sorted(mask.metadata.items()):
         print(f"{key:>14}: {value}")
     print(f"{'content_hash':>14}: {mask.content_hash()}")
-    print(f"{'sparsity':>14}: {mask.sparsity:.4f} of {mask.total:,} weights in {len(mask.tensors)} tensors")
+    unit = "structures (attention heads, MLP blocks)" if mask.metadata.get("kind") == STRUCTURED_KIND else "weights"
+    print(f"{'sparsity':>14}: {mask.sparsity:.4f} of {mask.total:,} {unit} in {len(mask.tensors)} tensors")
     width = max(len(n) for n in mask.tensors)
     for name, value in mask.layer_sparsity().items():
         print(f"  {name:<{width}}  {value:.4f}")
