@@ -274,3 +274,6 @@ def test_cli_bad_threshold_and_foreign_structured_mask(tmp_path):
     line = one_error_line(run_cli("compact", "--mask", str(foreign), "--model", "tiny-random-bert",
                                   "--out", str(tmp_path / "c")))
     assert "encoder.layer.0.attention.heads" in line and "(12,)" in line
+    info = subprocess.run([sys.executable, "-m", "tickets", "mask", "info", str(foreign)], capture_output=True,
+                          text=True, cwd=REPO, timeout=300)
+    assert info.returncode == 0 and "of 78 structures (attention heads, MLP blocks)" in info.stdout, info.stdout
