@@ -116,7 +116,7 @@ class DeepSpeedBackend:
         try:
             replica = copy.deepcopy(model).train()
             optimizer = torch.optim.AdamW([p for p in replica.parameters() if p.requires_grad],
-                                          lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+                                          lr=cfg.learning_rate, weight_decay=cfg.weight_decay, fused=True)
             warmup = int(cfg.warmup_ratio * total_steps)
             schedule = partial(linear_schedule, warmup_steps=warmup, total_steps=total_steps)
             with torch.random.fork_rng():
