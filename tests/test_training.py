@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tickets.config import TrainConfig
-from tickets.data import load_task_data
+from tickets.data import load_task_data, train_loader
 from tickets.models import base_model, build_model, load_tokenizer, prunable_parameters, prunable_patterns
 from tickets.pruning import prune
 from tickets.tasks import get_task
@@ -27,6 +27,26 @@ def test_pruned_weights_stay_exactly_zero_and_others_train():
         assert torch.count_nonzero(param[~keep[name]]) == 0, name
         assert not torch.equal(param[keep[name]], before[name][keep[name]]), name
     assert {"accuracy", "eval_loss"} <= set(result.metrics)
+
+
+def test_pruned_weights_are_exactly_zero_after_every_optimizer_step():
+    from tickets.backends.torch_backend import TorchBackend
+
+    task = get_task("sst2")
+    data = load_task_data(task, load_tokenizer("tiny-random-bert"), str(GLUE_DIR), 32, 80, 16)
+    model = build_model("tiny-random-bert", task.kind, task.num_labels, seed=0)
+    params = prunable_parameters(model, prunable_patterns(model))
+    keep = prune("magnitude", {n: p.detach() for n, p in params.items()}, 0.5)
+    cfg = TrainConfig(learning_rate=5e-3, weight_decay=0.1, max_grad_norm=0.5)
+    backend = TorchBackend(model, cfg, 10, masked_pairs(params, keep))
+    for batch in train_loader(data, 8, seed=0):
+        backend.backward(backend.forward(batch))
+        backend.step()
+        for name, param in params.items():
+            assert torch.count_nonzero(param.detach()[~keep[name]]) == 0, name
+            state = backend.optimizer.state[param]
+            assert torch.count_nonzero(state["exp_avg_sq"][~keep[name]]) == 0, name
+    assert int(backend.optimizer.state[params[next(iter(params))]]["step"]) == 10
 
 
 def test_same_seed_same_result():

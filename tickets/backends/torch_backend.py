@@ -55,13 +55,13 @@ class TorchBackend:
                 param.grad.mul_(keep)
 
     def step(self) -> None:
-        """Clip, update, advance the schedule, then re-apply the masks."""
+        """Clip, update, advance the schedule. Pruned weights stay exactly zero without re-masking: they start at zero,
+        their gradients are always zero, so AdamW's moments for them stay zero and so does every update and decay."""
         if self.cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self.apply_masks()
 
     @torch.no_grad()
     def apply_masks(self) -> None:
@@ -70,7 +70,8 @@ class TorchBackend:
             param.mul_(keep)
 
     def unwrap(self) -> nn.Module:
-        """The trained model, with ordinary parameters, on the training device."""
+        """The trained model, with ordinary parameters, on the training device (masks applied once more)."""
+        self.apply_masks()
         return self.model
 
     def close(self) -> None:
