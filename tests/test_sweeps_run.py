@@ -163,9 +163,9 @@ class KillWorkerMidLevel(Callback):
 
 
 def test_kill_9_of_a_worker_mid_level_recomputes_no_finished_level(local_ray, tmp_path):
-    spec = load_tiny(tmp_path, name="killed", train=512)
+    spec = load_tiny(tmp_path, name="killed", train=1024)
     store = ResultsStore(spec.storage)
-    killer = KillWorkerMidLevel(store.root, delay_s=1.0)
+    killer = KillWorkerMidLevel(store.root, delay_s=0.5)
     uri = f"sqlite:///{tmp_path}/mlruns.db"
     result = run_sweep(spec, uri, Console(quiet=True), callbacks=[killer])
     assert result.ok and result.retries == 1
