@@ -195,7 +195,7 @@ def test_structured_spec_plans_a_search_and_subnetworks_per_task_and_seed(tmp_pa
 
 
 @pytest.mark.parametrize("name", ["quickstart", "chen2020_glue", "chen2020_rewind", "chen2020_transfer",
-                                  "prasanna2020"])
+                                  "prasanna2020", "prasanna2020_sst2_cpu"])
 def test_shipped_specs_dry_run(name, capsys):
     assert main([str(REPO / "sweeps" / f"{name}.yaml"), "--dry-run"]) == 0
     out = capsys.readouterr().out
