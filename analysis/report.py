@@ -141,7 +141,7 @@ def _setup(doc: Document, collected: Collected, table: pd.DataFrame) -> None:
     kinds = runs["branch"].map(lambda b: "trajectory (IMP)" if b == IMP else f"branch {b}").value_counts()
     structured = collected.structured
     items = [
-        f"Model: {_values(pd.concat([runs[['model']], structured[['model']]]) if len(structured) else runs, 'model')}",
+        f"Model: {_values(pd.concat([runs[['model']], structured.reindex(columns=['model'])]), 'model')}",
         f"Prunable set (tag prunable_set): {_prunable_sets(runs[runs['last_level'].notna()])}",
         f"Pruning methods: {_values(runs, 'method')}; schedules: {_values(runs, 'schedule')}; "
         f"rewind points: {_values(runs, 'rewind_point')} (steps: {_values(runs, 'rewind')})",

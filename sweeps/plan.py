@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from cluster.conventions import SUBNETWORK_SEARCH
 from tickets.config import TrajectoryConfig, content_hash
 
 from .spec import Spec
 
 TRAJECTORY = "trajectory"
-STRUCTURED_SEARCH = "structured-search"
 STRUCTURED_PREFIX = "structured-"
+STRUCTURED_SEARCH = STRUCTURED_PREFIX + SUBNETWORK_SEARCH
 
 
 @dataclass(frozen=True)

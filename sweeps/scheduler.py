@@ -2,9 +2,10 @@
 
 Tune's usual trial list is fixed when the experiment starts. Here the searcher hands Tune the next ready piece each
 time a trial slot frees up: trajectories and structured searches first (they are the critical path and unblock
-everything else), then every branch, transfer or subnetwork run whose source has finished, in the order they finished. Tune asks again whenever
-a slot is free (the ConcurrencyLimiter around it sets how many trials may run), so a branch starts as soon as its
-mask exists, not after the whole sweep, and all pieces get Tune's retries, checkpoints and resource scheduling.
+everything else), then every branch, transfer or subnetwork run whose source has finished, in the order they
+finished. Tune asks again whenever a slot is free (the ConcurrencyLimiter around it sets how many trials may run),
+so a branch starts as soon as its mask exists, not after the whole sweep, and all pieces get Tune's retries,
+checkpoints and resource scheduling.
 """
 
 from __future__ import annotations

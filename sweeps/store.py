@@ -2,7 +2,8 @@
 
 A trajectory's folder is the engine's trajectory folder (`level_XX/` per finished level); a branch's or retrained
 subnetwork's folder holds its `mask.safetensors` and `metrics.json`; a structured search's folder its
-`good.safetensors`, `importance.json` and `metrics.json`. On a multi-node cluster `storage` must be a file system every node mounts.
+`good.safetensors`, `importance.json` and `metrics.json`. On a multi-node cluster `storage` must be a file system
+every node mounts.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from tickets.records import METRICS_FILE, finished_metrics
 from tickets.structured.runs import IMPORTANCE
 from tickets.tasks import get_task
 
-from .plan import Piece
+from .plan import STRUCTURED_SEARCH, Piece
 from .store import ResultsStore, mask_name
 
 SCALARS = ("target_sparsity", "train_loss", "wall_time_s", "steps")
@@ -97,7 +97,7 @@ def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str) -
     metrics = finished_metrics(result_dir)
     tracking.log_file_as(client, run_id, os.path.join(result_dir, mask_name(piece)), cv.mask_artifact_path(level))
     tracking.log_file_as(client, run_id, os.path.join(result_dir, METRICS_FILE), cv.level_artifact_path(level))
-    if piece.subnetwork == cv.SUBNETWORK_SEARCH:
+    if piece.kind == STRUCTURED_SEARCH:
         tracking.log_file_as(client, run_id, os.path.join(result_dir, IMPORTANCE), IMPORTANCE)
     if "prunable_set" in metrics:
         client.set_tag(run_id, cv.TAG_PRUNABLE_SET, json.dumps(metrics["prunable_set"]))
@@ -113,7 +113,7 @@ def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str) -
 def structured_values(piece: Piece, metrics: dict) -> dict[str, float]:
     """The size of a structured run's subnetwork (a search's: of its good subnetwork, prefixed `good_`) and, for a
     search, the full model's metric and the good subnetwork's before retraining."""
-    prefix = "good_" if piece.subnetwork == cv.SUBNETWORK_SEARCH else ""
+    prefix = "good_" if piece.kind == STRUCTURED_SEARCH else ""
     values = {prefix + k: metrics["structure"][k] for k in STRUCTURE_COUNTS}
     values.update({name: metrics[k] for k, name in SEARCH_SCALARS.items() if k in metrics})
     return values

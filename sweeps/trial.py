@@ -17,7 +17,7 @@ from tickets.branches import BranchConfig, run_branch
 from tickets.imp import REWIND_POINT, LevelResult, run_trajectory
 from tickets.structured.runs import SearchConfig, run_retrain, run_search
 
-from .plan import Piece
+from .plan import STRUCTURED_SEARCH, Piece
 from .store import ResultsStore
 from .tracking import TrialRecorder
 
@@ -82,7 +82,7 @@ def run_piece(config: dict) -> None:
 
 def run_structured(piece: Piece, store: ResultsStore) -> dict:
     """Run a structured search, or retrain one subnetwork of a finished search; return its metrics."""
-    if piece.subnetwork == "search":
+    if piece.kind == STRUCTURED_SEARCH:
         return run_search(SearchConfig(piece.recipe, **piece.options), store.path(piece.key), progress=False)
     return run_retrain(piece.subnetwork, piece.recipe, store.path(piece.source_key), store.path(piece.key),
                        progress=False)
