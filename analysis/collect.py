@@ -18,11 +18,11 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from cluster import conventions as C
+from cluster.tracking import PAGE_SIZE, experiment_names, health_status, is_server, search_all_runs
 
 from .errors import AnalysisError
 from .tasks import task_metrics
 
-PAGE_SIZE = 1000
 BULK_RUNS = 100
 BULK_MAX_POINTS = 25000
 BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
@@ -38,6 +38,7 @@ _TAGS = {
     "branch_kind": C.TAG_BRANCH_KIND, "source_task": C.TAG_SOURCE_TASK, "source_level": C.TAG_SOURCE_LEVEL,
     "prunable_set": C.TAG_PRUNABLE_SET, "main_metric": C.TAG_MAIN_METRIC, "levels_planned": C.TAG_LEVELS_PLANNED,
     "parent_run_id": C.TAG_PARENT_RUN, "rewind_point": C.TAG_REWIND_POINT, "subnetwork": C.TAG_SUBNETWORK,
+    "reinit_scope": C.TAG_REINIT_SCOPE,
 }
 _INT_TAGS = ("seed", "rewind", "source_level", "levels_planned")
 _INHERITED = ("task", "seed", "method", "rewind", "rewind_point", "schedule", "model", "prunable_set", "main_metric")
@@ -49,7 +50,8 @@ class Collected:
     """One experiment's runs and metrics.
 
     `runs`: one row per run (run_id, run_name, status, tags as columns, branch ('imp' for trajectories, else the
-    branch kind), rewind_point (the spec's point), last_level (last committed level), last_logged, and
+    branch kind, with its reinit scope for random re-initialisation: 'random-reinit:prunable'), rewind_point (the
+    spec's point), last_level (last committed level), last_logged, and
     `problem`: '' for a complete run, else 'running', 'failed', 'killed', 'scheduled', 'no metrics: ...' or
     'incomplete: ...');
     `points`: one row per (run_id, level) with `sparsity` and one column per other metric;
@@ -112,7 +114,7 @@ def open_client(uri: str):
         if not os.path.isfile(path):
             raise AnalysisError(f"tracking store '{uri}' does not exist (no file {os.path.abspath(path)}); "
                                 "pass --tracking-uri or set MLFLOW_TRACKING_URI")
-    elif parsed.scheme in ("http", "https"):
+    elif is_server(uri):
         _check_reachable(uri)
     elif parsed.scheme in ("", "file") and not os.path.isdir(parsed.path):
         raise AnalysisError(f"tracking store '{uri}' does not exist (no folder {os.path.abspath(parsed.path)})")
@@ -128,7 +130,7 @@ def _check_reachable(uri: str) -> None:
     import requests
 
     try:
-        requests.get(uri.rstrip("/") + "/health", timeout=10)
+        health_status(uri)
     except requests.RequestException as exc:
         raise AnalysisError(f"cannot reach the MLflow tracking server at {uri} ({type(exc).__name__}); "
                             "is it running? (--tracking-uri or MLFLOW_TRACKING_URI)") from exc
@@ -139,36 +141,14 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def experiment_names(client) -> list[str]:
-    """Names of all active experiments in the store, paging through the search."""
-    names, token = [], None
-    while True:
-        page = client.search_experiments(max_results=PAGE_SIZE, page_token=token)
-        names.extend(e.name for e in page)
-        token = page.token
-        if not token:
-            return sorted(names)
-
-
 def find_experiment(client, name: str):
     """The active experiment called `name`, or an AnalysisError listing the experiments that exist."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None or experiment.lifecycle_stage != "active":
-        existing = ", ".join(experiment_names(client)) or "(none)"
+        existing = ", ".join(experiment_names(client, PAGE_SIZE)) or "(none)"
         raise AnalysisError(f"experiment '{name}' does not exist in {client.tracking_uri}; "
                             f"existing experiments: {existing}")
     return experiment
-
-
-def search_all_runs(client, experiment_id: str) -> list:
-    """Every active run of the experiment, fetched page by page."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs([experiment_id], max_results=PAGE_SIZE, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def fetch_histories(client, runs: list) -> pd.DataFrame:
@@ -253,6 +233,8 @@ def runs_frame(runs: list) -> pd.DataFrame:
     is_branch = frame["run_kind"] == C.RUN_KIND_BRANCH
     frame["branch"] = frame["branch_kind"].where(is_branch, IMP)
     frame.loc[is_branch & (frame["branch"] == ""), "branch"] = "unknown-branch"
+    scoped = is_branch & (frame["reinit_scope"] != "")
+    frame.loc[scoped, "branch"] = frame.loc[scoped, "branch"] + ":" + frame.loc[scoped, "reinit_scope"]
     frame.loc[frame["branch"] != TRANSFER, "source_task"] = ""
     point = frame["rewind_point"].str.split("=").str[0]
     frame["rewind_point"] = point.where(point != "", frame["rewind"].astype("string").fillna(""))
@@ -318,7 +300,7 @@ def _problems(runs: pd.DataFrame, history: pd.DataFrame, points: pd.DataFrame) -
 def collect(client, name: str) -> Collected:
     """Read experiment `name` from the store behind `client` into a Collected."""
     experiment = find_experiment(client, name)
-    runs = search_all_runs(client, experiment.experiment_id)
+    runs = search_all_runs(client, experiment.experiment_id, PAGE_SIZE)
     frame = runs_frame(runs)
     known = frame["run_kind"].isin([C.RUN_KIND_TRAJECTORY, C.RUN_KIND_BRANCH])
     structured = frame["run_kind"] == C.RUN_KIND_STRUCTURED

@@ -16,6 +16,10 @@ from .tasks import higher_is_better, task_metrics
 
 DENSE_KEY = ["task", "model", "rewind_point"]
 EPS = 1e-9
+NOTE_NO_DENSE = ("no dense reference: no level-0 IMP trajectory run of this task, model and rewind point, "
+                 "so neither verdict can be given")
+NOTE_ONE_DENSE_SEED = ("dense std undefined with n=1 seed: matching needs >= 2 dense seeds "
+                       "(strictly matching uses the mean only)")
 
 
 def dense_stats(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
@@ -40,7 +44,11 @@ def _sparsest(rows: pd.DataFrame) -> pd.Series | None:
 
 
 def find_matching(summary: pd.DataFrame, table: pd.DataFrame, main_metrics: dict[str, str]) -> pd.DataFrame:
-    """Per series and task metric: the sparsest matching and strictly matching levels with the dense reference."""
+    """Per series and task metric: the sparsest matching and strictly matching levels with the dense reference.
+
+    `matching_note` says why a verdict cannot be given (no dense reference; one dense seed, so no dense std and no
+    matching verdict, while the strictly matching one still is); it is empty where both verdicts are defined.
+    """
     metrics = metric_columns_of(summary)
     dense = dense_stats(table, metrics) if metrics else pd.DataFrame(columns=DENSE_KEY)
     rows = []
@@ -53,7 +61,7 @@ def find_matching(summary: pd.DataFrame, table: pd.DataFrame, main_metrics: dict
     columns = SERIES + ["metric", "is_main", "dense_n", "dense_mean", "dense_std", "threshold"]
     for which in ("matching", "strict"):
         columns += [f"{which}_{c}" for c in ("level", "sparsity", "n", "mean", "std")]
-    columns += ["levels_evaluated", "max_sparsity_evaluated", "partial"]
+    columns += ["levels_evaluated", "max_sparsity_evaluated", "partial", "matching_note"]
     out = pd.DataFrame(rows, columns=columns)
     for column in ("dense_n", "matching_level", "matching_n", "strict_level", "strict_n", "levels_evaluated"):
         out[column] = out[column].astype("Int64")
@@ -79,7 +87,8 @@ def _judge(info: dict, metric: str, is_main: bool, series: pd.DataFrame, referen
            "dense_n": dense_n, "dense_mean": mean, "dense_std": std, "threshold": threshold,
            "levels_evaluated": len(pruned),
            "max_sparsity_evaluated": pruned["sparsity"].max() if len(pruned) else float("nan"),
-           "partial": bool(series["partial"].any()) or bool(pruned.empty)}
+           "partial": bool(series["partial"].any()) or bool(pruned.empty),
+           "matching_note": NOTE_NO_DENSE if pd.isna(mean) else NOTE_ONE_DENSE_SEED if dense_n == 1 else ""}
     for which, bound in (("matching", threshold), ("strict", mean)):
         hit = None if pd.isna(bound) else _sparsest(pruned[_at_least(pruned[f"{metric}_mean"], bound, higher)])
         row.update({f"{which}_level": None if hit is None else int(hit["level"]),

@@ -203,7 +203,10 @@ def _matching(doc: Document, matching: pd.DataFrame, collected: Collected) -> No
     for _, row in matching.iterrows():
         found = {}
         for which in ("matching", "strict"):
-            if pd.isna(row[f"{which}_level"]):
+            undefined = pd.isna(row["threshold"] if which == "matching" else row["dense_mean"])
+            if pd.isna(row[f"{which}_level"]) and undefined and row["matching_note"]:
+                found[which] = f"no verdict: {row['matching_note']}"
+            elif pd.isna(row[f"{which}_level"]):
                 found[which] = f"none of {row['levels_evaluated']} pruned levels"
             else:
                 found[which] = (f"level {row[f'{which}_level']} ({percent(row[f'{which}_sparsity'])}): "

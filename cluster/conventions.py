@@ -3,8 +3,9 @@
 One experiment per sweep spec `name`. One run per IMP trajectory (RUN_KIND=trajectory) whose metrics are logged
 with step = level (level 0 is the dense network), including `sparsity`; masks are artifacts
 `masks/level_XX.safetensors` and each level's metrics.json is `levels/level_XX.json`. Branch runs
-(RUN_KIND=branch: random-prune, random-reinit, oneshot, standard, transfer) are one run per (trajectory, kind, level),
-nested under their source trajectory run, with metrics logged at step = the level whose sparsity they match.
+(RUN_KIND=branch: random-prune, random-reinit, oneshot, oneshot-finetuned, transfer) are one run per (trajectory, kind,
+level), nested under their source trajectory run, with metrics logged at step = the level whose sparsity they match;
+standard pruning, a chain of its own levels, is one run per trajectory with its levels 1..N as steps.
 Structured tickets (RUN_KIND=structured, tag SUBNETWORK): one run per structured search (SUBNETWORK=search: the
 full fine-tuned model's metrics, the good subnetwork's size as `good_*` metrics, its mask as the level-0 mask) and one
 per retrained subnetwork (good, random, bad, full), nested under its search run; all at step 0, `sparsity` being the
@@ -27,6 +28,7 @@ TAG_MAIN_METRIC = "main_metric"
 TAG_LEVELS_PLANNED = "levels_planned"
 TAG_PARENT_RUN = "mlflow.parentRunId"
 TAG_SUBNETWORK = "subnetwork"
+TAG_REINIT_SCOPE = "reinit_scope"  # random-reinit: which weights were redrawn (prunable, the default, or encoder)
 TAG_REWIND_POINT = "rewind_point"  # the spec's rewind point as written ("0", "5%=134": 5% of training = 134 steps)
 
 RUN_KIND_TRAJECTORY = "trajectory"

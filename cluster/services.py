@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 
 from .errors import ClusterError
-from .tracking import DEFAULT_ARTIFACTS, resolve_tracking_uri
+from .tracking import DEFAULT_ARTIFACTS, health_status, resolve_tracking_uri
 
 DEFAULT_STATE_DIR = os.path.join("runs", "cluster")
 STATE_FILE = "state.json"
@@ -98,8 +98,8 @@ def up(state_dir: str = DEFAULT_STATE_DIR, ray_port: int = 6379, dashboard_port:
                         store, artifacts, temp_dir, auth_mode, logs)
     _write_state(state_dir, services)
     try:
-        _wait_http(f"{services.tracking_uri}/health", timeout_s, mlflow, logs["mlflow"], "MLflow server")
-        _wait_http(f"{services.dashboard_url}/api/gcs_healthz", timeout_s, ray, logs["ray"], "Ray head")
+        _wait_http(services.tracking_uri, "/health", timeout_s, mlflow, logs["mlflow"], "MLflow server")
+        _wait_http(services.dashboard_url, "/api/gcs_healthz", timeout_s, ray, logs["ray"], "Ray head")
     except ClusterError:
         down(state_dir)
         raise
@@ -157,7 +157,7 @@ def _ray_executable() -> str:
     return found
 
 
-def _wait_http(url: str, timeout_s: float, process: subprocess.Popen, log_path: str, what: str) -> None:
+def _wait_http(uri: str, path: str, timeout_s: float, process: subprocess.Popen, log_path: str, what: str) -> None:
     import requests
 
     deadline = time.time() + timeout_s
@@ -165,12 +165,12 @@ def _wait_http(url: str, timeout_s: float, process: subprocess.Popen, log_path: 
         if process.poll() is not None:
             raise ClusterError(f"the {what} exited during start-up; see {log_path}")
         try:
-            if requests.get(url, timeout=2).status_code == 200:
+            if health_status(uri, timeout_s=2, path=path) == 200:
                 return
         except requests.RequestException:
             pass
         time.sleep(1)
-    raise ClusterError(f"the {what} did not answer {url} within {timeout_s:.0f} s; see {log_path}")
+    raise ClusterError(f"the {what} did not answer {uri}{path} within {timeout_s:.0f} s; see {log_path}")
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -11,6 +11,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from urllib.parse import urlparse
 
 from .errors import ClusterError
@@ -24,6 +25,7 @@ DRIVER_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_
                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 WORKER_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+PAGE_SIZE = 1000
 
 
 def resolve_tracking_uri(cli_value: str | None = None) -> str:
@@ -50,20 +52,28 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
+def health_status(uri: str, timeout_s: float = 10.0, path: str = "/health") -> int:
+    """The HTTP status with which the server at `uri` answers GET `path` (MLflow's /health unless told otherwise);
+    a requests.RequestException when it does not answer within `timeout_s`."""
+    import requests
+
+    return requests.get(uri.rstrip("/") + path, timeout=timeout_s).status_code
+
+
 def check_tracking(uri: str, timeout_s: float = 10.0) -> None:
     """Fail with a clear ClusterError unless the tracking store at `uri` answers; create a SQLite store if new."""
     if is_server(uri):
         import requests
 
         try:
-            response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+            status = health_status(uri, timeout_s)
         except requests.RequestException as exc:
             raise ClusterError(
                 f"the MLflow tracking server at {uri} is not reachable ({type(exc).__name__}); start it "
                 "(python -m cluster up) or unset MLFLOW_TRACKING_URI to use the local SQLite store"
             ) from None
-        if response.status_code != 200:
-            raise ClusterError(f"the MLflow tracking server at {uri} answered /health with HTTP {response.status_code}")
+        if status != 200:
+            raise ClusterError(f"the MLflow tracking server at {uri} answered /health with HTTP {status}")
         return
     if uri.startswith("sqlite:///"):
         folder = os.path.dirname(uri[len("sqlite:///"):])
@@ -99,22 +109,36 @@ def ensure_experiment(mlflow_client, name: str, uri: str) -> str:
     return mlflow_client.create_experiment(name, artifact_location=location)
 
 
+def paged(search: Callable, *args, page_size: int = PAGE_SIZE, **kwargs) -> Iterator:
+    """Every item a paged MlflowClient search (search_runs, search_experiments, ...) finds, page by page."""
+    token = None
+    while True:
+        page = search(*args, max_results=page_size, page_token=token, **kwargs)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def experiment_names(mlflow_client, page_size: int = PAGE_SIZE) -> list[str]:
+    """Names of all active experiments in the store, sorted."""
+    return sorted(experiment.name for experiment in paged(mlflow_client.search_experiments, page_size=page_size))
+
+
+def search_all_runs(mlflow_client, experiment_id: str, page_size: int = PAGE_SIZE) -> list:
+    """Every active run of the experiment."""
+    return list(paged(mlflow_client.search_runs, [experiment_id], page_size=page_size))
+
+
 def runs_by_tag(mlflow_client, experiment_id: str, tag: str, filter_string: str = "") -> dict[str, object]:
     """Every run of the experiment that has `tag`, by the tag's value (the oldest run wins a tie)."""
     found: dict[str, object] = {}
-    token = None
-    while True:
-        page = mlflow_client.search_runs(
-            [experiment_id], filter_string=filter_string, max_results=1000, order_by=["attributes.start_time ASC"],
-            page_token=token,
-        )
-        for run in page:
-            value = run.data.tags.get(tag)
-            if value is not None:
-                found.setdefault(value, run)
-        token = page.token
-        if not token:
-            return found
+    for run in paged(mlflow_client.search_runs, [experiment_id], filter_string=filter_string,
+                     order_by=["attributes.start_time ASC"]):
+        value = run.data.tags.get(tag)
+        if value is not None:
+            found.setdefault(value, run)
+    return found
 
 
 def logged_steps(mlflow_client, run_id: str, key: str) -> set[int]:

@@ -30,15 +30,21 @@ def build_parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace, console: Console) -> int:
     """Validate the spec, then print the plan (--dry-run) or run the sweep; returns the exit code."""
     from cluster.tracking import resolve_tracking_uri
+    from tickets.provenance import provisional
 
     from .plan import build_plan
     from .report import count_line, print_summary, trial_table
     from .spec import load_spec
 
     spec = load_spec(args.spec, data_dir=args.data_dir, storage=args.storage)
-    pieces = build_plan(spec)
     if args.dry_run:
+        with provisional() as unresolved:
+            pieces = build_plan(spec)
         console.print(trial_table(spec, pieces))
+        if unresolved:
+            console.print(f"[yellow]note[/]: content keys are provisional: the Hub revision of "
+                          f"{', '.join(sorted(set(unresolved)))} cannot be resolved here (offline, not cached); a run "
+                          "resolves it")
         console.print(count_line(spec, pieces))
         return 0
     from cluster.ray_session import JOB_ENV

@@ -12,13 +12,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from cluster.conventions import SUBNETWORK_SEARCH
+from tickets.branches import BRANCHES
 from tickets.config import TrajectoryConfig, content_hash
+from tickets.standard import chain_key
 
 from .spec import Spec
 
 TRAJECTORY = "trajectory"
 STRUCTURED_PREFIX = "structured-"
 STRUCTURED_SEARCH = STRUCTURED_PREFIX + SUBNETWORK_SEARCH
+CHAIN_KINDS = (TRAJECTORY, *(name for name, kind in BRANCHES.items() if kind.chain))
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class Piece:
         return self.kind == TRAJECTORY
 
     @property
+    def is_chain(self) -> bool:
+        """True for a piece with its own series of levels (an IMP trajectory, a standard-pruning chain)."""
+        return self.kind in CHAIN_KINDS
+
+    @property
     def is_structured(self) -> bool:
         """True for a structured search or the retraining of one of its subnetworks."""
         return self.kind.startswith(STRUCTURED_PREFIX)
@@ -58,8 +66,11 @@ class Piece:
 
     @property
     def levels(self) -> list[int]:
-        """The levels this piece produces results at."""
-        return list(range(self.recipe.levels + 1)) if self.is_trajectory else [self.level]
+        """The levels this piece produces results at (a standard chain: 1..its last level, after level 0 it starts
+        from)."""
+        if self.is_trajectory:
+            return list(range(self.recipe.levels + 1))
+        return list(range(1, self.recipe.levels + 1)) if self.is_chain else [self.level]
 
     def to_dict(self) -> dict:
         """A JSON-serialisable form (a Tune trial config)."""
@@ -71,10 +82,10 @@ class Piece:
         return cls(**{**data, "recipe": TrajectoryConfig.from_dict(data["recipe"])})
 
 
-def branch_key(kind: str, recipe: TrajectoryConfig, source: TrajectoryConfig, level: int) -> str:
-    """The content key of a branch: its kind, its recipe, and the content key of the level whose mask it uses."""
-    identity = recipe.identity()
-    return content_hash({"branch": kind, "recipe": identity, "source": source.content_key(level)})
+def branch_key(kind: str, recipe: TrajectoryConfig, source: TrajectoryConfig, level: int, options: dict) -> str:
+    """The content key of a branch: its kind and options, its recipe, and the content key of the level whose mask it
+    uses."""
+    return content_hash({"branch": kind, **options, "recipe": recipe.identity(), "source": source.content_key(level)})
 
 
 def build_plan(spec: Spec) -> list[Piece]:
@@ -92,10 +103,17 @@ def build_plan(spec: Spec) -> list[Piece]:
     pieces = list(trajectories)
     for traj in trajectories:
         for branch in spec.branches:
-            for level in spec.branch_levels(branch):
-                key = branch_key(branch.kind, traj.recipe, traj.recipe, level)
-                pieces.append(Piece(branch.kind, key, f"{traj.name}-{branch.kind}-L{level}", traj.recipe,
-                                    traj.rewind_label, traj.key, traj.recipe.task, level))
+            levels = spec.branch_levels(branch)
+            if BRANCHES[branch.kind].chain:
+                recipe = traj.recipe.with_levels(levels[-1])
+                pieces.append(Piece(branch.kind, chain_key(recipe, traj.key), f"{traj.name}-{branch.label}", recipe,
+                                    traj.rewind_label, traj.key, traj.recipe.task, 0))
+                continue
+            options = branch.options()
+            for level in levels:
+                key = branch_key(branch.kind, traj.recipe, traj.recipe, level, options)
+                pieces.append(Piece(branch.kind, key, f"{traj.name}-{branch.label}-L{level}", traj.recipe,
+                                    traj.rewind_label, traj.key, traj.recipe.task, level, options or None))
     for transfer in spec.transfer:
         level = spec.transfer_level(transfer)
         for traj in trajectories:
@@ -105,7 +123,7 @@ def build_plan(spec: Spec) -> list[Piece]:
                 if target == traj.recipe.task:
                     continue
                 recipe = spec.trajectory(target, traj.recipe.seed, traj.recipe.rewind, traj.recipe.method)
-                key = branch_key("transfer", recipe, traj.recipe, level)
+                key = branch_key("transfer", recipe, traj.recipe, level, {})
                 source = traj.recipe
                 name = f"{source.task}-to-{target}-s{source.seed}-r{source.rewind}-{source.method}-L{level}"
                 pieces.append(Piece("transfer", key, name, recipe, traj.rewind_label, traj.key, source.task, level))

@@ -27,6 +27,9 @@ def trial_table(spec: Spec, pieces: list[Piece]) -> Table:
         if piece.is_trajectory:
             level, sparsity = f"0-{cfg.levels}", f"0-{spec.level_sparsity(cfg.levels):.3g}"
             task = cfg.task
+        elif piece.is_chain:
+            level, sparsity = f"1-{cfg.levels}", f"{spec.level_sparsity(1):.3g}-{spec.level_sparsity(cfg.levels):.3g}"
+            task = cfg.task
         elif piece.is_structured:
             level, sparsity, task, method = "0", "searched", cfg.task, piece.options["strategy"]
         else:

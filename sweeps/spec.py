@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, field_validator,
                       model_validator)
 
-from tickets.config import BACKENDS, BRANCH_KINDS, TrainConfig, TrajectoryConfig
+from tickets.branches import BRANCH_KINDS, get_branch_kind, DEFAULT_REINIT_SCOPE, REINIT_SCOPES
+from tickets.config import BACKENDS, TrainConfig, TrajectoryConfig
 from tickets.errors import TicketsError
 from tickets.pruning import LAYERWISE, SCHEDULES, STRATEGIES, levels_for_sparsity, target_sparsity
 from tickets.structured import STRUCTURED_STRATEGIES
@@ -147,10 +148,28 @@ class Training(Strict):
 
 
 class Branch(Strict):
-    """One baseline kind, run at the given IMP levels (`all`: every pruned level)."""
+    """One baseline kind, run at the given IMP levels (`all`: every pruned level); `reinit_scope` for random-reinit.
+
+    Standard pruning is a chain of its own levels: it runs every level up to the highest one listed."""
 
     kind: Literal[LEVEL_BRANCHES]
     levels: Annotated[list[Annotated[int, Field(ge=1)]] | None, BeforeValidator(_all_levels)] = None
+    reinit_scope: Literal[REINIT_SCOPES] = DEFAULT_REINIT_SCOPE
+
+    @model_validator(mode="after")
+    def _scope_for_reinit(self) -> Branch:
+        if self.reinit_scope != DEFAULT_REINIT_SCOPE and self.kind != "random-reinit":
+            raise ValueError("reinit_scope applies to kind random-reinit only")
+        return self
+
+    def options(self) -> dict:
+        """The branch's settings beyond its kind, as the engine's BranchConfig takes them (empty when it has none)."""
+        return {"reinit_scope": self.reinit_scope} if self.kind == "random-reinit" else {}
+
+    @property
+    def label(self) -> str:
+        """The branch as named in trial names: its kind, with a non-default reinit scope."""
+        return self.kind if self.reinit_scope == DEFAULT_REINIT_SCOPE else f"{self.kind}-{self.reinit_scope}"
 
 
 class Transfer(Strict):
@@ -214,8 +233,9 @@ class Spec(Strict):
         return target_sparsity(level, self.pruning.rate, self.pruning.schedule)
 
     def branch_levels(self, branch: Branch) -> list[int]:
-        """The levels a branch runs at."""
-        return list(range(1, self.last_level + 1)) if branch.levels is None else sorted(set(branch.levels))
+        """The levels a branch runs at (a chain kind: every level up to the highest one listed)."""
+        levels = list(range(1, self.last_level + 1)) if branch.levels is None else sorted(set(branch.levels))
+        return list(range(1, levels[-1] + 1)) if get_branch_kind(branch.kind).chain else levels
 
     def transfer_level(self, transfer: Transfer) -> int:
         """The IMP level whose sparsity is the transfer's source sparsity."""
@@ -377,9 +397,9 @@ def _check_pruning(spec: Spec, fail) -> None:
             resolved[steps] = index
     kinds: set[str] = set()
     for index, branch in enumerate(spec.branches):
-        if branch.kind in kinds:
-            fail(("branches", index, "kind"), f"branch '{branch.kind}' is listed twice")
-        kinds.add(branch.kind)
+        if branch.label in kinds:
+            fail(("branches", index, "kind"), f"branch '{branch.label}' is listed twice")
+        kinds.add(branch.label)
         for j, level in enumerate(branch.levels or []):
             if level > last:
                 fail(("branches", index, "levels", j), f"level {level} is beyond the last IMP level ({last})")

@@ -63,7 +63,7 @@ class ResultsStore:
     def result_dir(self, piece: Piece, level: int) -> str:
         """The folder holding `piece`'s result at `level` (metrics.json, mask.safetensors)."""
         folder = self.path(piece.key)
-        return level_dir(folder, level) if piece.is_trajectory else folder
+        return level_dir(folder, level) if piece.is_chain else folder
 
     def level_metrics(self, piece: Piece, level: int) -> dict | None:
         """The metrics of `piece` at `level`, or None when not finished."""

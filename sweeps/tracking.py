@@ -51,6 +51,10 @@ def piece_tags(piece: Piece, parent_run_id: str | None) -> dict[str, str]:
     else:
         tags.update({cv.TAG_RUN_KIND: cv.RUN_KIND_BRANCH, cv.TAG_BRANCH_KIND: piece.kind,
                      cv.TAG_SOURCE_TASK: piece.source_task, cv.TAG_SOURCE_LEVEL: str(piece.level)})
+        if piece.options and "reinit_scope" in piece.options:
+            tags[cv.TAG_REINIT_SCOPE] = piece.options["reinit_scope"]
+        if piece.is_chain:
+            tags[cv.TAG_LEVELS_PLANNED] = str(cfg.levels)
         if parent_run_id:
             tags[cv.TAG_PARENT_RUN] = parent_run_id
     return tags

@@ -15,6 +15,7 @@ import tempfile
 
 from tickets.branches import BranchConfig, run_branch
 from tickets.imp import REWIND_POINT, LevelResult, run_trajectory
+from tickets.standard import run_standard
 from tickets.structured.runs import SearchConfig, run_retrain, run_search
 
 from .plan import STRUCTURED_SEARCH, Piece
@@ -61,21 +62,25 @@ def run_piece(config: dict) -> None:
             tune.report(report)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            target = os.path.join(tmp, os.path.basename(result_dir)) if piece.is_trajectory else tmp
+            target = os.path.join(tmp, os.path.basename(result_dir)) if piece.is_chain else tmp
             shutil.copytree(result_dir, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*CHECKPOINT_SKIP))
             tune.report(report, checkpoint=tune.Checkpoint.from_directory(tmp))
 
-    if piece.is_trajectory:
-        def on_level(result: LevelResult) -> None:
-            finished(result.level, result.metrics, result.reused)
+    def on_level(result: LevelResult) -> None:
+        finished(result.level, result.metrics, result.reused)
 
+    if piece.is_trajectory:
         run_trajectory(piece.recipe, store.path(piece.key), on_level=on_level, progress=False)
+    elif piece.is_chain:
+        run_standard(piece.recipe, store.path(piece.source_key), store.path(piece.key), key=piece.key,
+                     on_level=on_level, progress=False)
     elif piece.is_structured:
         metrics = run_structured(piece, store)
         finished(piece.level, metrics, bool(metrics.get("reused")))
     else:
-        branch = BranchConfig(piece.kind, piece.recipe, store.source_mask(piece), store.path(piece.source_key))
-        metrics = run_branch(branch, store.path(piece.key), progress=False)
+        branch = BranchConfig(piece.kind, piece.recipe, store.source_mask(piece), store.path(piece.source_key),
+                              **(piece.options or {}))
+        metrics = run_branch(branch, store.path(piece.key), run_key=piece.key, progress=False)
         finished(piece.level, metrics, bool(metrics.get("reused")))
     recorder.finished()
 
@@ -91,6 +96,8 @@ def run_structured(piece: Piece, store: ResultsStore) -> dict:
 def restore_checkpoint(folder: str, store: ResultsStore, piece: Piece) -> None:
     """Put results a Tune checkpoint holds back into the results store when the store lost them."""
     target = store.path(piece.key)
+    if piece.is_chain and not piece.is_trajectory:
+        return  # a standard chain's next level needs trained weights, which checkpoints do not hold
     if not piece.is_trajectory:
         if store.level_metrics(piece, piece.level) is None:
             shutil.copytree(folder, target, dirs_exist_ok=True)

@@ -207,6 +207,40 @@ def test_matching_levels_and_the_within_one_std_case(report):
     assert random["dense_mean"] == 0.875  # judged against the IMP trajectories' level 0
 
 
+def test_one_dense_seed_gives_only_the_strict_verdict_and_says_why(tmp_path):
+    """One sst2 seed: no dense std, so no matching verdict (noted), but the strictly matching one from the mean;
+    a transfer to cola, which has no trajectory, has no dense reference at all (noted)."""
+    import html
+
+    from mlflow import MlflowClient
+
+    from analysis.__main__ import main
+    from analysis.matching import NOTE_NO_DENSE, NOTE_ONE_DENSE_SEED
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("one_seed", artifact_location=(tmp_path / "artifacts").as_uri())
+    source = _trajectory(client, exp, "sst2", 0)
+    _branch(client, exp, source, "transfer", "cola", 0, 2, 0.5, "sst2")
+    out = tmp_path / "report"
+    assert main(["report", "--experiment", "one_seed", "--tracking-uri", uri, "--out", str(out), "--no-masks"]) == 0
+    matching = pd.read_csv(out / "matching.csv", keep_default_na=False, na_values=[""])
+    sst2 = _row(matching, task="sst2", branch="imp", metric="accuracy")
+    assert (sst2["dense_n"], sst2["dense_mean"]) == (1, 0.8125) and pd.isna(sst2["dense_std"])
+    assert pd.isna(sst2["threshold"]) and pd.isna(sst2["matching_level"])
+    assert sst2["matching_note"] == NOTE_ONE_DENSE_SEED
+    assert (sst2["strict_level"], sst2["strict_mean"]) == (2, 0.8125)  # levels 1 (0.875) and 2 (0.8125) >= 0.8125
+    cola = _row(matching, task="cola", branch="transfer", metric="mcc")
+    assert cola["dense_n"] == 0 and cola["matching_note"] == NOTE_NO_DENSE
+    assert pd.isna(cola["matching_level"]) and pd.isna(cola["strict_level"])
+    for name, escape in (("report.md", str), ("report.html", html.escape)):
+        text = (out / name).read_text()
+        assert text.count(escape(f"no verdict: {NOTE_ONE_DENSE_SEED}")) == 1, name
+        assert text.count(escape(f"no verdict: {NOTE_NO_DENSE}")) == 2, name  # neither verdict for cola
+    md = (out / "report.md").read_text()
+    assert "| level 2 (40.0%): 0.8125 ± n/a (n=1) |" in md
+
+
 def test_transfer_differences(report):
     transfer = pd.read_csv(report / "transfer.csv")
     cola_to_sst2 = _row(transfer, source_task="cola", task="sst2", metric="accuracy")

@@ -130,7 +130,7 @@ def trajectory(tmp_path_factory, tiny_recipe):
     return out
 
 
-@pytest.mark.parametrize("kind", ["random-prune", "random-reinit", "oneshot", "standard"])
+@pytest.mark.parametrize("kind", ["random-prune", "random-reinit", "oneshot", "oneshot-finetuned"])
 def test_branches_match_level_sparsity(tmp_path, tiny_recipe, trajectory, kind, spy_fine_tune):
     imp_mask_path = os.path.join(level_dir(trajectory, 2), "mask.safetensors")
     imp_mask = Mask.load(imp_mask_path)
@@ -170,7 +170,59 @@ def test_transfer_of_mask_from_another_architecture_names_tensor(tmp_path, tiny_
         run_branch(BranchConfig("transfer", tiny_recipe, path), str(tmp_path / "t"), progress=False)
 
 
-def test_standard_branch_without_trajectory_is_refused(tmp_path, tiny_recipe, trajectory):
+def test_oneshot_finetuned_branch_without_trajectory_is_refused(tmp_path, tiny_recipe, trajectory):
     mask_path = os.path.join(level_dir(trajectory, 1), "mask.safetensors")
     with pytest.raises(TicketsError, match="needs --trajectory"):
-        BranchConfig("standard", tiny_recipe, mask_path).validate()
+        BranchConfig("oneshot-finetuned", tiny_recipe, mask_path).validate()
+
+
+@pytest.mark.parametrize("scope", ["prunable", "encoder"])
+def test_random_reinit_redraws_with_the_models_own_initializer(tmp_path, tiny_recipe, trajectory, scope, spy_fine_tune):
+    """Default scope: only the prunable weights are redrawn (by the model class's initializer); embeddings, biases,
+    LayerNorms and the head stay as in theta_i. Scope 'encoder' redraws every encoder weight."""
+    from tickets.branches import REINIT_SEED_OFFSET
+    from tickets.models import build_model, initializer_weights
+
+    mask_path = os.path.join(level_dir(trajectory, 2), "mask.safetensors")
+    metrics = run_branch(BranchConfig("random-reinit", tiny_recipe, mask_path, trajectory, scope),
+                         str(tmp_path / scope), progress=False)
+    assert metrics["reinit_scope"] == scope
+    start = spy_fine_tune[-1]["start"]
+    theta_0 = build_model("tiny-random-bert", "classification", 2, 0)
+    drawn = initializer_weights(theta_0, tiny_recipe.seed + REINIT_SEED_OFFSET)
+    theta_0 = dict(theta_0.named_parameters())
+    prunable = "bert.encoder.layer.1.intermediate.dense.weight"
+    assert torch.equal(start[prunable], drawn["encoder.layer.1.intermediate.dense.weight"])
+    assert not torch.equal(start[prunable], theta_0[prunable])
+    embeddings = "bert.embeddings.word_embeddings.weight"
+    assert not torch.equal(drawn[embeddings.removeprefix("bert.")], theta_0[embeddings])
+    prunable_names = set(Mask.load(mask_path).tensors)
+    for name, value in drawn.items():
+        if name not in prunable_names:
+            expected = theta_0["bert." + name] if scope == "prunable" else value
+            assert torch.equal(start["bert." + name], expected), name
+    assert torch.equal(start["classifier.weight"], theta_0["classifier.weight"])
+
+
+def test_standard_pruning_is_a_chain_of_its_own_levels(tmp_path, tiny_recipe, trajectory, spy_fine_tune):
+    """Level 1 prunes the dense fine-tuned weights; level 2 prunes the chain's own trained level 1, never rewinding."""
+    from tickets.standard import run_standard
+
+    out = str(tmp_path / "standard")
+    results = run_standard(tiny_recipe, trajectory, out, progress=False)
+    assert [r.level for r in results] == [1, 2] and len(spy_fine_tune) == 2
+    masks = [Mask.load(os.path.join(r.directory, "mask.safetensors")) for r in results]
+    imp = Mask.load(os.path.join(level_dir(trajectory, 2), "mask.safetensors"))
+    assert masks[1].sparsity == pytest.approx(imp.sparsity, abs=1e-12)
+    assert all(torch.all(masks[1].tensors[n] <= masks[0].tensors[n]) for n in masks[0].tensors)
+    dense = load_weights(os.path.join(level_dir(trajectory, 0), "trained.safetensors"))
+    level_1 = load_weights(os.path.join(results[0].directory, "trained.safetensors"))
+    for call, expected in zip(spy_fine_tune, (dense, level_1)):
+        for name, value in expected.items():
+            assert torch.equal(call["start"][name], value), name
+    for name, value in level_1.items():
+        if name.startswith("bert.") and name.removeprefix("bert.") in masks[0].tensors:
+            assert torch.count_nonzero(value[~masks[0].tensors[name.removeprefix("bert.")]]) == 0
+    again = run_standard(tiny_recipe, trajectory, out, progress=False)
+    assert all(r.reused for r in again) and len(spy_fine_tune) == 2
+    assert results[1].metrics["run_key"] == again[0].metrics["run_key"]

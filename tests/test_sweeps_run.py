@@ -118,6 +118,46 @@ def test_four_trial_sweep_logs_runs_tags_metrics_and_masks(four_trials, tmp_path
         assert [f.path for f in client.list_artifacts(branch.info.run_id, "masks")] == [cv.mask_artifact_path(piece.level)]
 
 
+def test_a_runs_content_key_tag_is_the_run_key_its_level_files_name(four_trials):
+    """One run has one key: every level file of a piece names its run's MLflow key beside its own content key."""
+    spec, uri, result = four_trials
+    store = ResultsStore(spec.storage)
+    client = tracking.client(uri)
+    experiment = client.get_experiment_by_name("four")
+    tags = {r.info.run_id: r.data.tags[cv.TAG_CONTENT_KEY] for r in client.search_runs([experiment.experiment_id])}
+    for piece in result.pieces:
+        for level in piece.levels:
+            metrics = store.level_metrics(piece, level)
+            assert metrics["run_key"] == piece.key and piece.key in tags.values()
+            if piece.is_trajectory:
+                assert metrics["content_key"] == piece.recipe.content_key(level)
+
+
+def test_standard_chain_and_scoped_reinit_branches_in_a_sweep(local_ray, tmp_path):
+    """Standard pruning runs as one chain run with its levels as steps; random-reinit runs carry their scope; a
+    re-run trains nothing."""
+    spec = load_tiny(tmp_path, name="chain", branches="{kind: standard, levels: all}, "
+                     "{kind: random-reinit, levels: [2]}, {kind: random-reinit, levels: [2], reinit_scope: encoder}")
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    result = run_sweep(spec, uri, Console(quiet=True))
+    assert result.ok and sorted(p.kind for p in result.pieces) == ["random-reinit", "random-reinit", "standard",
+                                                                    "trajectory"]
+    assert result.levels_trained == 3 + 2 + 2
+    client = tracking.client(uri)
+    experiment = client.get_experiment_by_name("chain")
+    runs = {r.data.tags[cv.TAG_CONTENT_KEY]: r for r in client.search_runs([experiment.experiment_id])}
+    chain = next(p for p in result.pieces if p.kind == "standard")
+    history = client.get_metric_history(runs[chain.key].info.run_id, cv.METRIC_SPARSITY)
+    assert [(m.step, round(m.value, 3)) for m in sorted(history, key=lambda m: m.step)] == [(1, 0.2), (2, 0.4)]
+    scopes = sorted(runs[p.key].data.tags[cv.TAG_REINIT_SCOPE] for p in result.pieces if p.kind == "random-reinit")
+    assert scopes == ["encoder", "prunable"]
+    store = ResultsStore(spec.storage)
+    assert store.level_metrics(chain, 2)["run_key"] == chain.key
+    again = run_sweep(spec, uri, Console(quiet=True))
+    assert again.ok and again.trials == 0 and again.levels_trained == 0
+    assert len(client.search_runs([experiment.experiment_id])) == 4
+
+
 def test_second_run_trains_nothing_and_adds_no_runs(four_trials):
     spec, uri, first = four_trials
     store = ResultsStore(spec.storage)

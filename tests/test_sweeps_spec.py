@@ -11,6 +11,7 @@ from sweeps.cli import main
 from sweeps.errors import SpecError
 from sweeps.plan import build_plan
 from sweeps.spec import Training, load_spec
+from tickets.provenance import provisional
 
 GOOD = f"""\
 name: tiny
@@ -211,7 +212,8 @@ def test_shipped_spec_sizes():
     sizes = {}
     for name in ("quickstart", "chen2020_glue", "chen2020_rewind", "chen2020_transfer", "prasanna2020"):
         spec = load_spec(str(REPO / "sweeps" / f"{name}.yaml"))
-        sizes[name] = (spec, build_plan(spec))
+        with provisional():  # offline: the Hub data and bert-base-uncased cannot be resolved
+            sizes[name] = (spec, build_plan(spec))
     spec, pieces = sizes["quickstart"]
     assert spec.model in (None, "all-MiniLM-L6-v2") and spec.level_sparsity(spec.last_level) == pytest.approx(0.4)
     assert [p.kind for p in pieces].count("trajectory") == 2 and spec.resources.gpus == 0

@@ -134,20 +134,73 @@ def test_rte_and_cola_labels():
     assert (cola.texts[0][0], cola.labels[0]) == ("The sailors rode the breeze clear of the rocks.", 1)
 
 
-def test_malformed_rows_are_skipped_with_a_warning(tmp_path):
-    path = tmp_path / "dev.tsv"
-    path.write_text(
-        "index\tsentence1\tsentence2\tlabel\n"
-        "0\tA \"quoted\tB\tentailment\n"
-        "1\tonly two fields\n"
-        "2\tC\tD\tmaybe\n"
-        "3\tE\tF\tnot_entailment\n",
-        encoding="utf-8",
-    )
-    with pytest.warns(UserWarning, match="skipped 2 malformed rows"):
-        examples = read_glue_tsv(path, get_task("rte"))
+RTE_ROWS = (
+    "index\tsentence1\tsentence2\tlabel\n"
+    "0\tA \"quoted\tB\tentailment\n"
+    "1\tonly two fields\n"
+    "2\tC\tD\tmaybe\n"
+    "3\tE\tF\tnot_entailment\n"
+)
+
+
+def test_malformed_train_rows_are_dropped_with_a_warning_and_counted(tmp_path):
+    path = tmp_path / "train.tsv"
+    path.write_text(RTE_ROWS, encoding="utf-8")
+    with pytest.warns(UserWarning, match=r"dropped 2 malformed rows of train file .*train\.tsv"):
+        examples = read_glue_tsv(path, get_task("rte"), train=True)
     assert examples.texts == (['A "quoted', "E"], ["B", "F"])
     assert examples.labels == [0, 1]
+    assert examples.dropped == 2
+
+
+@pytest.mark.parametrize(
+    "name, rows, line, problem",
+    [("rte", RTE_ROWS, 3, "expected 4 tab-separated columns, found 2"),
+     ("rte", RTE_ROWS.replace("1\tonly two fields\n", ""), 3, "label 'maybe' cannot be parsed"),
+     ("sst2", "sentence\tlabel\nfine\t1\nbad\t2\n", 3, "label '2' is out of range")],
+    ids=["columns", "label-name", "label-range"],
+)
+def test_a_malformed_eval_row_is_an_error_naming_file_and_line(tmp_path, name, rows, line, problem):
+    path = tmp_path / "dev.tsv"
+    path.write_text(rows, encoding="utf-8")
+    with pytest.raises(TicketsError) as caught:
+        read_glue_tsv(path, get_task(name))
+    message = str(caught.value)
+    assert str(path) in message and f"line {line}:" in message and problem in message
+
+
+def test_headerless_cola_line_numbers_count_from_the_first_row(tmp_path):
+    path = tmp_path / "dev.tsv"
+    path.write_text("gj04\t1\t\tFine.\ngj04\t7\t*\tBad label.\n", encoding="utf-8")
+    with pytest.raises(TicketsError, match="line 2: label '7' is out of range"):
+        read_glue_tsv(path, get_task("cola"))
+
+
+def _glue_copy(tmp_path, task_folder, bad_file):
+    """A GLUE folder holding the first rows of a real task, with one malformed row added to `bad_file`."""
+    folder = tmp_path / "glue" / task_folder
+    folder.mkdir(parents=True)
+    for name in ("train.tsv", "dev.tsv"):
+        lines = (GLUE / task_folder / name).read_text(encoding="utf-8").splitlines(keepends=True)[:21]
+        if name == bad_file:
+            lines.insert(5, "a row with no tab and no label\n")
+        (folder / name).write_text("".join(lines), encoding="utf-8")
+    return tmp_path / "glue"
+
+
+def test_a_glue_folder_with_a_bad_dev_row_does_not_load(tmp_path, tokenizer):
+    root = _glue_copy(tmp_path, "SST-2", "dev.tsv")
+    with pytest.raises(TicketsError) as caught:
+        load_task_data(get_task("sst2"), tokenizer, str(root), 32)
+    assert str(root / "SST-2" / "dev.tsv") in str(caught.value) and "line 6:" in str(caught.value)
+
+
+def test_a_glue_folder_with_a_bad_train_row_loads_and_counts_it(tmp_path, tokenizer):
+    root = _glue_copy(tmp_path, "SST-2", "train.tsv")
+    with pytest.warns(UserWarning, match="dropped 1 malformed rows"):
+        data = load_task_data(get_task("sst2"), tokenizer, str(root), 32)
+    assert (len(data.train), len(data.evals["dev"]), data.dropped_train_rows) == (20, 20, 1)
+    assert load_task_data(get_task("sst2"), tokenizer, str(GLUE), 32, 8, 8).dropped_train_rows == 0
 
 
 def test_both_data_dir_layouts_load(tokenizer):

@@ -66,3 +66,34 @@ def test_head_init_depends_on_seed_but_encoder_does_not():
     assert not torch.equal(a.classifier.weight, b.classifier.weight)
     assert torch.equal(a.bert.encoder.layer[1].intermediate.dense.weight, b.bert.encoder.layer[1].intermediate.dense.weight)
     assert a.classifier.weight.std().item() == pytest.approx(0.02, rel=0.3)
+
+
+def test_every_seed_and_epoch_has_its_own_data_order():
+    from tickets.data import training_batches
+
+    task = get_task("sst2")
+    data = load_task_data(task, load_tokenizer("tiny-random-bert"), str(GLUE_DIR), 32, 24, 8)
+    per_epoch = 3  # 24 examples in batches of 8
+    orders = {}
+    for seed in range(3):
+        batches = list(training_batches(data, 8, seed, steps=3 * per_epoch))
+        for epoch in range(3):
+            epoch_batches = batches[epoch * per_epoch:(epoch + 1) * per_epoch]
+            orders[(seed, epoch)] = tuple(tuple(b["input_ids"][:, 1].tolist()) for b in epoch_batches)
+    assert len(set(orders.values())) == len(orders), "two (seed, epoch) pairs share a data order"
+
+
+def test_evaluation_does_not_change_the_training_randomness():
+    """Two runs that differ only in eval_every end with bit-identical weights (dropout is on during training)."""
+    task = get_task("sst2")
+    data = load_task_data(task, load_tokenizer("tiny-random-bert"), str(GLUE_DIR), 32, 48, 16)
+    weights = []
+    for eval_every in (0, 2):
+        model = build_model("tiny-random-bert", task.kind, task.num_labels, seed=2)
+        assert model.config.hidden_dropout_prob > 0
+        cfg = TrainConfig(batch_size=8, learning_rate=1e-3, eval_every=eval_every)
+        result = fine_tune(model, data, cfg, [], seed=2, progress=False)
+        assert len(result.eval_history) == (1 if eval_every == 0 else 3)
+        weights.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name

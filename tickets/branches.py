@@ -1,4 +1,8 @@
-"""Branches of a trajectory level: random pruning, random re-initialisation, one-shot, standard pruning, transfer."""
+"""Branches of a trajectory level (Chen et al. 2020's baselines and transfer): a registry of branch kinds.
+
+A per-level kind trains once, from the weights and mask its `prepare` sets, with the trajectory's recipe at the
+sparsity of one IMP level. A chain kind (standard pruning) runs its own series of levels (`tickets.standard`).
+"""
 
 from __future__ import annotations
 
@@ -9,122 +13,135 @@ from typing import Callable
 
 import torch
 
-from .config import BRANCH_KINDS, TrajectoryConfig, content_hash
+from .config import TrajectoryConfig, content_hash
 from .errors import TicketsError
 from .imp import DENSE_TRAINED, REWIND_POINT, level_dir
 from .masks import Mask
-from .models import build_random_encoder, model_id
+from .models import initializer_weights, model_id
 from .pruning import prune
 from .records import reusable_metrics, write_result_dir
 from .session import TaskSession
 from .weights import load_parameter_state, load_weights
 
+REINIT_SCOPES = ("prunable", "encoder")
+DEFAULT_REINIT_SCOPE = "prunable"
+RANDOM_PRUNE_SEED_OFFSET = 104729
+REINIT_SEED_OFFSET = 7919
+
 
 @dataclass(frozen=True)
 class BranchConfig:
-    """One branch run: `kind` trained with the trajectory's recipe at the sparsity of `mask_path`."""
+    """One per-level branch run: `kind` trained with the trajectory's recipe at the sparsity of `mask_path`.
+
+    `reinit_scope` (random-reinit only): `prunable` redraws the prunable weights (the paper's baseline), `encoder`
+    every encoder parameter (embeddings, LayerNorms and biases included).
+    """
 
     kind: str
     trajectory: TrajectoryConfig
     mask_path: str
     source_dir: str | None = None
+    reinit_scope: str = DEFAULT_REINIT_SCOPE
 
     def validate(self) -> BranchConfig:
         """Raise a TicketsError naming the first bad setting; return self."""
-        if self.kind not in BRANCH_KINDS:
-            raise TicketsError(f"unknown branch '{self.kind}'; choose one of {', '.join(BRANCH_KINDS)}")
+        branch = get_branch_kind(self.kind)
+        if branch.chain:
+            raise TicketsError(f"branch '{self.kind}' is a chain of its own levels: run it with `tickets.standard`")
+        if self.reinit_scope not in REINIT_SCOPES:
+            raise TicketsError(f"unknown reinit scope '{self.reinit_scope}'; choose one of {', '.join(REINIT_SCOPES)}")
+        if self.reinit_scope != DEFAULT_REINIT_SCOPE and self.kind != "random-reinit":
+            raise TicketsError("reinit scope applies to the random-reinit branch only")
         self.trajectory.validate()
-        Mask.load(self.mask_path)
-        needs_folder = self.kind == "standard" or (self.kind == "random-prune" and self.trajectory.rewind > 0)
-        if needs_folder:
+        source = Mask.load(self.mask_path)
+        if self.kind == "transfer" and source.metadata.get("source_task") == self.trajectory.task:
+            raise TicketsError(f"the mask was found on '{self.trajectory.task}' itself: give the target task with --task")
+        if branch.needs(self) is not None:
             if self.source_dir is None:
                 raise TicketsError(f"branch '{self.kind}' needs --trajectory (the folder of the IMP run it branches from)")
-            needed = _source_file(self)
+            needed = self.source_file()
             if not os.path.isfile(needed):
                 raise TicketsError(f"branch '{self.kind}' needs '{needed}', which does not exist")
         return self
 
+    def source_file(self) -> str:
+        """The file of the source trajectory this branch starts from."""
+        return os.path.join(self.source_dir, get_branch_kind(self.kind).needs(self))
+
+    def options(self) -> dict:
+        """The branch's own settings beyond its kind (empty for kinds that have none)."""
+        return {"reinit_scope": self.reinit_scope} if self.kind == "random-reinit" else {}
+
     def content_key(self) -> str:
-        """A hash of the branch kind, the recipe and the mask's content."""
+        """A hash of the branch kind and options, the recipe and the mask's content."""
         mask = Mask.load(self.mask_path)
-        identity = self.trajectory.identity()
-        identity.pop("levels", None)
-        return content_hash({"kind": self.kind, "trajectory": identity, "mask": mask.content_hash()})
+        return content_hash({"kind": self.kind, **self.options(), "trajectory": self.trajectory.identity(),
+                             "mask": mask.content_hash()})
 
 
-def _source_file(cfg: BranchConfig) -> str:
-    if cfg.kind == "standard":
-        return os.path.join(level_dir(cfg.source_dir, 0), DENSE_TRAINED)
-    return os.path.join(cfg.source_dir, REWIND_POINT)
+@dataclass(frozen=True)
+class BranchKind:
+    """A registered branch kind: its one-line definition, the file of the source trajectory folder it needs (a path
+    in that folder, or None), and how it sets the weights and mask of its run (per-level kinds) or that it is a chain
+    of its own levels."""
+
+    name: str
+    definition: str
+    needs: Callable[[BranchConfig], str | None]
+    prepare: Callable[[BranchConfig, TaskSession, Mask], Mask] | None = None
+    chain: bool = False
 
 
-def run_branch(cfg: BranchConfig, out_dir: str, progress: bool = True) -> dict:
-    """Train one branch into `out_dir` (mask.safetensors, metrics.json); reuse it when already finished."""
-    cfg.validate()
-    key = cfg.content_key()
-    reused = reusable_metrics(out_dir, key)
-    if reused is not None:
-        return reused
-    started_at = time.time()
-    source = Mask.load(cfg.mask_path)
-    session = TaskSession.open(cfg.trajectory)
-    source.check_shapes(session.encoder_shapes(), f"model '{model_id(session.model)}'")
-    mask = PREPARE[cfg.kind](cfg, session, source)
-    level = int(source.metadata.get("level", 0))
-    result = session.train(mask, progress=progress, description=f"{cfg.kind} level {level}")
-    metrics = session.record(mask, result, level=level, started_at=started_at)
-    metrics.update(
-        branch=cfg.kind,
-        content_key=key,
-        source_task=source.metadata.get("source_task", ""),
-        source_mask=os.path.abspath(cfg.mask_path),
-        source_mask_hash=source.content_hash(),
-        config=asdict(cfg.trajectory),
-        reused=False,
-    )
-    write_result_dir(out_dir, lambda tmp: mask.save(os.path.join(tmp, "mask.safetensors")), metrics)
-    return metrics
+def _rewind_point_file(cfg: BranchConfig) -> str | None:
+    return REWIND_POINT if cfg.trajectory.rewind > 0 else None
+
+
+def _dense_trained_file(cfg: BranchConfig) -> str:
+    return os.path.join(level_dir("", 0), DENSE_TRAINED)
 
 
 def _load_rewind_point(cfg: BranchConfig, session: TaskSession) -> None:
     """theta_i: the trajectory's rewind point, or theta_0 (with head gamma_0) for rewind 0."""
     load_parameter_state(session.model, session.theta_0)
     if cfg.trajectory.rewind > 0:
-        load_parameter_state(session.model, load_weights(os.path.join(cfg.source_dir, REWIND_POINT)))
+        load_parameter_state(session.model, load_weights(cfg.source_file()))
 
 
 def _random_prune(cfg: BranchConfig, session: TaskSession, source: Mask) -> Mask:
     _load_rewind_point(cfg, session)
     weights = {n: session.prunable[n].detach() for n in source.tensors}
-    keep = prune("random", weights, source.sparsity, seed=cfg.trajectory.seed + 104729)
-    return _branch_mask(session, keep, source, "random-prune")
+    keep = prune("random", weights, source.sparsity, seed=cfg.trajectory.seed + RANDOM_PRUNE_SEED_OFFSET)
+    return _branch_mask(session, keep, source, cfg.kind)
 
 
 def _random_reinit(cfg: BranchConfig, session: TaskSession, source: Mask) -> Mask:
-    load_parameter_state(session.model, session.theta_0)
-    fresh = build_random_encoder(session.model, cfg.trajectory.seed)
+    _load_rewind_point(cfg, session)
+    fresh = initializer_weights(session.model, cfg.trajectory.seed + REINIT_SEED_OFFSET)
+    redrawn = fresh if cfg.reinit_scope == "encoder" else {n: fresh[n] for n in session.prunable}
     prefix = session.model.base_model_prefix + "."
-    load_parameter_state(session.model, {prefix + n: t for n, t in fresh.items()})
-    return _branch_mask(session, source.tensors, source, "random-reinit")
+    load_parameter_state(session.model, {prefix + n: t for n, t in redrawn.items()})
+    return _branch_mask(session, source.tensors, source, cfg.kind)
+
+
+def _magnitude_from(cfg: BranchConfig, session: TaskSession, source: Mask) -> Mask:
+    weights = {n: session.prunable[n].detach() for n in source.tensors}
+    keep = prune("magnitude", weights, source.sparsity, seed=cfg.trajectory.seed)
+    return _branch_mask(session, keep, source, cfg.kind)
 
 
 def _oneshot(cfg: BranchConfig, session: TaskSession, source: Mask) -> Mask:
     load_parameter_state(session.model, session.theta_0)
-    weights = {n: session.prunable[n].detach() for n in source.tensors}
-    keep = prune("magnitude", weights, source.sparsity, seed=cfg.trajectory.seed)
-    return _branch_mask(session, keep, source, "oneshot")
+    return _magnitude_from(cfg, session, source)
 
 
-def _standard(cfg: BranchConfig, session: TaskSession, source: Mask) -> Mask:
-    load_parameter_state(session.model, load_weights(_source_file(cfg)))
-    weights = {n: session.prunable[n].detach() for n in source.tensors}
-    keep = prune("magnitude", weights, source.sparsity, seed=cfg.trajectory.seed)
-    return _branch_mask(session, keep, source, "standard")
+def _oneshot_finetuned(cfg: BranchConfig, session: TaskSession, source: Mask) -> Mask:
+    load_parameter_state(session.model, load_weights(cfg.source_file()))
+    return _magnitude_from(cfg, session, source)
 
 
 def _transfer(cfg: BranchConfig, session: TaskSession, source: Mask) -> Mask:
     load_parameter_state(session.model, session.theta_0)
-    return _branch_mask(session, source.tensors, source, "transfer")
+    return _branch_mask(session, source.tensors, source, cfg.kind)
 
 
 def _branch_mask(session: TaskSession, keep: dict[str, torch.Tensor], source: Mask, kind: str) -> Mask:
@@ -134,10 +151,61 @@ def _branch_mask(session: TaskSession, keep: dict[str, torch.Tensor], source: Ma
     return mask
 
 
-PREPARE: dict[str, Callable[[BranchConfig, TaskSession, Mask], Mask]] = {
-    "random-prune": _random_prune,
-    "random-reinit": _random_reinit,
-    "oneshot": _oneshot,
-    "standard": _standard,
-    "transfer": _transfer,
+BRANCHES: dict[str, BranchKind] = {
+    kind.name: kind
+    for kind in (
+        BranchKind("random-prune", "a uniformly random mask of the level's sparsity over the prunable set, from theta_i",
+                   _rewind_point_file, _random_prune),
+        BranchKind("random-reinit", "the IMP mask on theta_i whose prunable weights are redrawn with the model's own "
+                   "initializer (reinit scope 'encoder': every encoder weight)", _rewind_point_file, _random_reinit),
+        BranchKind("oneshot", "magnitude pruning of theta_0 to the level's sparsity in one shot", lambda cfg: None,
+                   _oneshot),
+        BranchKind("standard", "Han et al.: a chain of its own levels, each pruning its previous level's trained weights "
+                   "by global magnitude and training on, never rewinding", _dense_trained_file, chain=True),
+        BranchKind("oneshot-finetuned", "magnitude pruning of the dense fine-tuned weights to the level's sparsity in one "
+                   "shot, trained on", _dense_trained_file, _oneshot_finetuned),
+        BranchKind("transfer", "a mask found on another task (or MLM) on theta_0 with a fresh head", lambda cfg: None,
+                   _transfer),
+    )
 }
+BRANCH_KINDS = tuple(BRANCHES)
+
+
+def get_branch_kind(name: str) -> BranchKind:
+    """The registered branch kind called `name`."""
+    if name not in BRANCHES:
+        raise TicketsError(f"unknown branch '{name}'; choose one of {', '.join(BRANCHES)}")
+    return BRANCHES[name]
+
+
+def run_branch(cfg: BranchConfig, out_dir: str, run_key: str | None = None, progress: bool = True) -> dict:
+    """Train one per-level branch into `out_dir` (mask.safetensors, metrics.json); reuse it when already finished.
+
+    `run_key` is the key of the run this result belongs to (a sweep's piece key), recorded beside the branch's own
+    content key; by default the branch's own key."""
+    cfg.validate()
+    key = cfg.content_key()
+    reused = reusable_metrics(out_dir, key)
+    if reused is not None:
+        return reused
+    started_at = time.time()
+    source = Mask.load(cfg.mask_path)
+    session = TaskSession.open(cfg.trajectory)
+    source.check_shapes(session.encoder_shapes(), f"model '{model_id(session.model)}'")
+    mask = get_branch_kind(cfg.kind).prepare(cfg, session, source)
+    level = int(source.metadata.get("level", 0))
+    result = session.train(mask, progress=progress, description=f"{cfg.kind} level {level}")
+    metrics = session.record(mask, result, level=level, started_at=started_at)
+    metrics.update(
+        branch=cfg.kind,
+        **cfg.options(),
+        content_key=key,
+        run_key=run_key or key,
+        source_task=source.metadata.get("source_task", ""),
+        source_mask=os.path.abspath(cfg.mask_path),
+        source_mask_hash=source.content_hash(),
+        config=asdict(cfg.trajectory),
+        reused=False,
+    )
+    write_result_dir(out_dir, lambda tmp: mask.save(os.path.join(tmp, "mask.safetensors")), metrics)
+    return metrics

@@ -9,7 +9,8 @@ import sys
 from dataclasses import asdict, fields
 
 from .backends.deepspeed_config import read_config_file
-from .config import BACKENDS, BRANCH_KINDS, TrainConfig, TrajectoryConfig
+from .branches import BRANCH_KINDS, BRANCHES, DEFAULT_REINIT_SCOPE, REINIT_SCOPES
+from .config import BACKENDS, TrainConfig, TrajectoryConfig
 from .errors import TicketsError
 from .masks import Mask, overlap
 from .pruning import SCHEDULES, levels_for_sparsity
@@ -94,10 +95,11 @@ def cmd_imp(args: argparse.Namespace) -> None:
 
 
 def cmd_branch(args: argparse.Namespace) -> None:
-    """Run one branch of a trajectory level."""
-    from .branches import BranchConfig, run_branch
+    """Run one branch of a trajectory level (standard pruning: its chain of levels up to that level)."""
+    from .branches import BranchConfig, get_branch_kind, run_branch
     from .imp import TRAJECTORY_FILE
     from .records import read_json
+    from .standard import run_standard
 
     base = TrajectoryConfig(task=args.task or "")
     if args.trajectory:
@@ -105,10 +107,23 @@ def cmd_branch(args: argparse.Namespace) -> None:
         if not os.path.isfile(path):
             raise TicketsError(f"'{args.trajectory}' is not a trajectory folder (no {TRAJECTORY_FILE})")
         base = TrajectoryConfig.from_dict(read_json(path)["config"])
-    cfg = BranchConfig(args.kind, _recipe(args, base), args.mask, args.trajectory)
-    metrics = run_branch(cfg, args.out, progress=not args.no_progress)
+    recipe = _recipe(args, base)
+    if get_branch_kind(args.kind).chain:
+        if not args.trajectory:
+            raise TicketsError(f"branch '{args.kind}' needs --trajectory (the folder of the IMP run it branches from)")
+        level = int(Mask.load(args.mask).metadata.get("level", 0))
+        if level < 1:
+            raise TicketsError(f"branch '{args.kind}' needs the mask of a pruned level (level >= 1), got level {level}")
+        for result in run_standard(recipe.with_levels(level), args.trajectory, args.out, progress=not args.no_progress):
+            _print_branch(f"{args.kind} level {result.level}", result.metrics, result.directory)
+        return
+    cfg = BranchConfig(args.kind, recipe, args.mask, args.trajectory, args.reinit_scope)
+    _print_branch(args.kind, run_branch(cfg, args.out, progress=not args.no_progress), args.out)
+
+
+def _print_branch(what: str, metrics: dict, out: str) -> None:
     scores = ", ".join(f"{k}={v:.4f}" for k, v in metrics["metrics"].items())
-    print(f"{args.kind}: sparsity {metrics['sparsity']:.4f}  {scores}  -> {args.out}")
+    print(f"{what}: sparsity {metrics['sparsity']:.4f}  {scores}  -> {out}")
 
 
 def cmd_mask_info(args: argparse.Namespace) -> None:
@@ -150,8 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_imp)
 
     branch = sub.add_parser("branch", help="run one branch of a trajectory level", description=cmd_branch.__doc__)
-    branch.add_argument("kind", choices=BRANCH_KINDS)
-    branch.add_argument("--mask", required=True, help="the level's mask (for transfer: the source task's mask)")
+    branch.add_argument("kind", choices=BRANCH_KINDS,
+                        help="; ".join(f"{kind.name}: {kind.definition}" for kind in BRANCHES.values()))
+    branch.add_argument("--reinit-scope", choices=REINIT_SCOPES, default=DEFAULT_REINIT_SCOPE,
+                        help="random-reinit: redraw the prunable weights (default, the paper's baseline) or every "
+                             "encoder weight")
+    branch.add_argument("--mask", required=True, help="the level's mask (transfer: the source task's mask; standard: the chain runs levels 1 to its level)")
     branch.add_argument("--trajectory", help="the IMP trajectory folder (its recipe becomes the default)")
     _add_recipe_args(branch)
     branch.set_defaults(func=cmd_branch)

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 
-from . import CODE_VERSION
+from . import RESULTS_VERSION
 from .errors import TicketsError
 from .pruning import SCHEDULES, check_fraction
 
-BRANCH_KINDS = ("random-prune", "random-reinit", "oneshot", "standard", "transfer")
 BACKENDS = ("auto", "torch", "deepspeed")
+# Settings that do not change results: where the data lies (its content is fingerprinted), the model name (its
+# identity is), how far the trajectory runs, how often it is evaluated on the way.
+IDENTITY_EXCLUDED = frozenset({"data_dir", "model", "levels", "train.eval_every", "task"})
 
 
 @dataclass(frozen=True)
@@ -91,15 +93,26 @@ class TrajectoryConfig:
         return self
 
     def identity(self) -> dict:
-        """Everything that determines the trajectory's results (not how many levels are run)."""
-        data = asdict(self)
-        data.pop("levels")
-        data["train"].pop("eval_every")
-        data["code_version"] = CODE_VERSION
-        return data
+        """What determines the trajectory's results: the settings that differ from their defaults (not where the data
+        lies, how many levels run, or eval_every), a fingerprint of the data read, the model's identity, the results
+        version. A new setting with a default leaves existing identities unchanged."""
+        from .models import resolve_model
+        from .provenance import data_fingerprint, model_identity
+        from .tasks import get_task
+
+        settings = _non_default(self, IDENTITY_EXCLUDED)
+        settings["task"] = get_task(self.task).name
+        if self.include_pooler is None:
+            settings["pooler_pretrained"] = resolve_model(self.model).pooler_pretrained
+        return {
+            "settings": settings,
+            "data": data_fingerprint(get_task(self.task), self.data_dir),
+            "model": model_identity(self.model),
+            "results_version": RESULTS_VERSION,
+        }
 
     def content_key(self, level: int | None = None) -> str:
-        """A short hash of model, data, hyperparameters, seed, code version (and level, if given)."""
+        """A short hash of the identity (and level, if given)."""
         data = self.identity()
         if level is not None:
             data["level"] = level
@@ -115,6 +128,24 @@ class TrajectoryConfig:
     def with_levels(self, levels: int) -> TrajectoryConfig:
         """The same trajectory run to `levels`."""
         return replace(self, levels=levels)
+
+
+def _non_default(settings, excluded: frozenset[str], prefix: str = "") -> dict:
+    """The fields of a settings dataclass (nested ones flattened as `outer.inner`) whose values differ from the
+    field's default, leaving out the `excluded` names."""
+    changed = {}
+    for f in fields(settings):
+        name = prefix + f.name
+        value = getattr(settings, f.name)
+        if name in excluded:
+            continue
+        if is_dataclass(value):
+            changed.update(_non_default(value, excluded, f"{name}."))
+            continue
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        if value != default:
+            changed[name] = value
+    return changed
 
 
 def content_hash(data: dict) -> str:

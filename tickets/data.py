@@ -7,6 +7,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from torch.nn.utils.rnn import pad_sequence
@@ -64,6 +65,7 @@ class TaskData:
     evals: dict[str, Dataset]
     pad_token_id: int
     masking: MLMMasking | None = None  # set for masked language modelling: how train batches are masked
+    dropped_train_rows: int = 0  # malformed rows left out of the train file (see read_glue_tsv)
 
 
 @dataclass
@@ -72,6 +74,7 @@ class Examples:
 
     texts: tuple[list[str], ...]
     labels: list
+    dropped: int = 0  # malformed rows of the file they were read from that were left out
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -180,8 +183,9 @@ def load_task_data(
     else:
         folder = find_folder(data_dir, task)
         paths = {name: _existing(folder / file) for name, (file, _) in splits.items()}
-        train = read_glue_tsv(_existing(folder / "train.tsv"), task)
+        train = read_glue_tsv(_existing(folder / "train.tsv"), task, train=True)
         evals = {name: read_glue_tsv(path, task) for name, path in paths.items()}
+    dropped_train_rows = train.dropped
     train = train.select(_train_indices(len(train), max_train_samples))
     evals = {name: examples.select(_eval_indices(len(examples), max_eval_samples)) for name, examples in evals.items()}
     return TaskData(
@@ -189,11 +193,16 @@ def load_task_data(
         _encode(train, task, tokenizer, max_seq_length),
         {name: _encode(examples, task, tokenizer, max_seq_length) for name, examples in evals.items()},
         tokenizer.pad_token_id,
+        dropped_train_rows=dropped_train_rows,
     )
 
 
 def train_loader(data: TaskData, batch_size: int, seed: int) -> DataLoader:
-    """Shuffled training batches; the same seed gives the same batches (MLM masking included)."""
+    """Shuffled training batches with a new order (and MLM masking) each time it is iterated, one epoch per pass.
+
+    The orders of one seed's epochs are successive draws of that seed's own stream, so every (seed, epoch) pair has its
+    own order and the same seed gives the same sequence of epochs.
+    """
     masking_generator = torch.Generator().manual_seed(seed + MASKING_SEED_OFFSET)
     return DataLoader(
         data.train,
@@ -204,10 +213,23 @@ def train_loader(data: TaskData, batch_size: int, seed: int) -> DataLoader:
     )
 
 
+def training_batches(data: TaskData, batch_size: int, seed: int, steps: int) -> Iterator[dict[str, torch.Tensor]]:
+    """`steps` training batches of `train_loader`, epoch after epoch."""
+    loader = train_loader(data, batch_size, seed)
+    done = 0
+    while done < steps:
+        for batch in loader:
+            yield batch
+            done += 1
+            if done == steps:
+                return
+
+
 def eval_loaders(data: TaskData, batch_size: int) -> dict[str, DataLoader]:
-    """One loader per eval split, in file order."""
+    """One loader per eval split, in file order; iterating them draws nothing from the global (training) generator."""
     return {
-        name: DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=Collate(data.pad_token_id))
+        name: DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=Collate(data.pad_token_id),
+                         generator=torch.Generator())
         for name, dataset in data.evals.items()
     }
 
@@ -224,8 +246,13 @@ def find_folder(data_dir: str, task: Task) -> Path:
     raise TicketsError(f"no data for task '{task.name}': none of {', '.join(map(str, candidates))} exists")
 
 
-def read_glue_tsv(path: Path, task: Task) -> Examples:
-    """The examples of one GLUE TSV file (read unquoted, as GLUE writes them); malformed rows are skipped."""
+def read_glue_tsv(path: Path, task: Task, train: bool = False) -> Examples:
+    """The examples of one GLUE TSV file (read unquoted, as GLUE writes them).
+
+    A malformed row (wrong number of columns, unparsable or out-of-range label) of an eval file (`train` False) is an
+    error naming the file and line, so the eval set is never silently changed; in a train file such rows are dropped
+    with a warning, and their count is `Examples.dropped`.
+    """
     fmt = GLUE_FORMATS[task.name]
     texts: tuple[list[str], ...] = tuple([] for _ in fmt.text_columns)
     labels: list = []
@@ -239,30 +266,39 @@ def read_glue_tsv(path: Path, task: Task) -> Examples:
         text_at = [header.index(c) for c in fmt.text_columns]
         label_at = header.index(fmt.label_column)
         for row in rows:
-            label = _parse_label(row[label_at], task, fmt) if len(row) == len(header) else None
-            if label is None:
+            if len(row) != len(header):
+                problem = f"expected {len(header)} tab-separated columns, found {len(row)}"
+            else:
+                label, problem = _parse_label(row[label_at], task, fmt)
+            if problem is not None:
+                if not train:
+                    raise TicketsError(f"malformed row in eval file '{path}', line {rows.line_num}: {problem}")
                 skipped += 1
                 continue
             for column, at in zip(texts, text_at):
                 column.append(row[at])
             labels.append(label)
     if skipped:
-        warnings.warn(f"skipped {skipped} malformed rows in {path}")
+        warnings.warn(f"dropped {skipped} malformed rows of train file {path}")
     if not labels:
         raise TicketsError(f"'{path}' has no usable rows")
-    return Examples(texts, labels)
+    return Examples(texts, labels, skipped)
 
 
-def _parse_label(value: str, task: Task, fmt: GlueFormat) -> float | int | None:
+def _parse_label(value: str, task: Task, fmt: GlueFormat) -> tuple[float | int | None, str | None]:
+    """(label, None), or (None, what is wrong with `value`)."""
     value = value.strip()
     try:
         if task.kind == "regression":
             score = float(value)
-            return score if math.isfinite(score) else None
+            return (score, None) if math.isfinite(score) else (None, f"label {value!r} is not a finite number")
         label = fmt.label_names.index(value) if value in fmt.label_names else int(value)
     except ValueError:
-        return None
-    return label if 0 <= label < task.num_labels else None
+        names = f" (expected one of {', '.join(fmt.label_names)} or a class id)" if fmt.label_names else ""
+        return None, f"label {value!r} cannot be parsed{names}"
+    if 0 <= label < task.num_labels:
+        return label, None
+    return None, f"label {value!r} is out of range (0..{task.num_labels - 1})"
 
 
 def _existing(path: Path) -> Path:

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from .config import TrajectoryConfig
+from .config import TrajectoryConfig, content_hash
 from .errors import TicketsError
 from .masks import Mask
 from .pruning import prune, target_sparsity
@@ -40,9 +40,9 @@ def level_dir(out_dir: str, level: int) -> str:
     return os.path.join(out_dir, f"level_{level:02d}")
 
 
-def finished_levels(out_dir: str) -> list[int]:
-    """Levels already finished in a trajectory folder, in order."""
-    done, level = [], 0
+def finished_levels(out_dir: str, first: int = 0) -> list[int]:
+    """Levels already finished in a trajectory (or chain) folder, in order, counting from level `first`."""
+    done, level = [], first
     while finished_metrics(level_dir(out_dir, level)) is not None:
         done.append(level)
         level += 1
@@ -50,17 +50,21 @@ def finished_levels(out_dir: str) -> list[int]:
 
 
 def check_trajectory_folder(cfg: TrajectoryConfig, out_dir: str) -> None:
-    """Record the trajectory's settings in OUT, or fail when OUT holds a trajectory with other settings."""
+    """Record the trajectory's settings in OUT, or fail when OUT holds finished levels of a trajectory with other
+    settings (a folder with no finished level is taken over)."""
     path = os.path.join(out_dir, TRAJECTORY_FILE)
-    if os.path.isfile(path):
-        recorded = TrajectoryConfig.from_dict(read_json(path)["config"])
-        if recorded.identity() != cfg.identity():
-            ours, theirs = _flatten(cfg.identity()), _flatten(recorded.identity())
+    identity = cfg.identity()
+    if os.path.isfile(path) and finished_levels(out_dir):
+        recorded = read_json(path).get("identity")
+        if recorded is None:
+            raise TicketsError(f"'{out_dir}' holds a trajectory of an older results version; use another --out")
+        if recorded != identity:
+            ours, theirs = _flatten(identity), _flatten(recorded)
             differing = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
             raise TicketsError(
                 f"'{out_dir}' holds a trajectory with other settings ({', '.join(differing)} differ); use another --out"
             )
-    write_json(path, {"config": asdict(cfg), "content_key": cfg.content_key()})
+    write_json(path, {"config": asdict(cfg), "identity": identity, "content_key": content_hash(identity)})
 
 
 def run_trajectory(
@@ -110,6 +114,7 @@ def _run_level(cfg: TrajectoryConfig, session: TaskSession, out_dir: str, level:
     metrics = session.record(mask, result, level=level, started_at=started_at)
     metrics["target_sparsity"] = target_sparsity(level, cfg.rate, cfg.schedule)
     metrics["content_key"] = cfg.content_key(level)
+    metrics["run_key"] = cfg.content_key()
 
     def fill(tmp: str) -> None:
         mask.save(os.path.join(tmp, "mask.safetensors"))

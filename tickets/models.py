@@ -95,7 +95,12 @@ def _config(source: ModelSource, kind: str, num_labels: int):
 
 
 def build_model(name: str | None, kind: str, num_labels: int, seed: int) -> nn.Module:
-    """The pre-trained encoder (theta_0) with a task head freshly initialised from `seed` (gamma_0)."""
+    """The pre-trained encoder (theta_0) with its task head gamma_0.
+
+    The MLM head is the checkpoint's pre-trained head where the checkpoint has it (BERT-base's); head parameters
+    the checkpoint lacks, and every classification / regression head, are freshly initialised from `seed`.
+    `model.ticket_head_init` records which: "pretrained", "fresh" or "partial".
+    """
     from transformers import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -103,49 +108,56 @@ def build_model(name: str | None, kind: str, num_labels: int, seed: int) -> nn.M
     source = resolve_model(name)
     config = _config(source, kind, num_labels)
     head_class = _head_class(kind)
+    missing: set[str] | None = None  # None: initialise the whole head
     if source.random_init:
         torch.manual_seed(0)  # the "pre-trained" weights of the tiny model are the same for every run seed
         model = head_class.from_config(config)
     else:
         try:
-            model = head_class.from_pretrained(source.path, config=config)
+            model, info = head_class.from_pretrained(source.path, config=config, output_loading_info=True)
         except OSError as exc:
             raise TicketsError(f"cannot load model '{source.model_id}': {exc}") from exc
-    init_head(model, seed)
+        if kind == "mlm":
+            missing = set(info["missing_keys"]) | {key[0] for key in info["mismatched_keys"]}
+    model.ticket_head_init = init_head(model, seed, missing)
     model.ticket_source = source
     return model
 
 
-def build_random_encoder(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Freshly initialised encoder weights of the same architecture (for the random re-initialisation branch)."""
-    generator = torch.Generator().manual_seed(seed + 7919)
-    std = model.config.initializer_range
-    state = {}
-    for name, param in base_model(model).named_parameters():
-        if name.endswith("LayerNorm.weight"):
-            state[name] = torch.ones_like(param)
-        elif param.dim() == 1:
-            state[name] = torch.zeros_like(param)
-        else:
-            state[name] = torch.randn(param.shape, generator=generator, dtype=param.dtype) * std
-    return state
+def initializer_weights(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Encoder weights as the model class's own initializer draws them from `seed` (a model built from its config),
+    by encoder-relative name; the global random state is left as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        fresh = type(model)(model.config)
+    return {name: param.detach() for name, param in base_model(fresh).named_parameters()}
 
 
-def init_head(model: nn.Module, seed: int) -> None:
-    """Initialise every task-head parameter (outside the encoder) from `seed`, as BERT does."""
+def init_head(model: nn.Module, seed: int, missing: set[str] | None = None) -> str:
+    """Initialise task-head parameters (outside the encoder) from `seed`, as BERT does.
+
+    With `missing` (the parameter names a checkpoint lacked), only those are initialised and the rest of the head
+    is kept as loaded; without it, the whole head is. Returns "fresh", "pretrained" or "partial" (which it was).
+    """
     generator = torch.Generator().manual_seed(seed)
     std = model.config.initializer_range
     prefix = model.base_model_prefix + "."
+    fresh = kept = 0
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.startswith(prefix):
                 continue
+            if missing is not None and name not in missing:
+                kept += 1
+                continue
+            fresh += 1
             if name.endswith("LayerNorm.weight"):
                 param.fill_(1.0)
             elif param.dim() == 1:
                 param.zero_()
             else:
                 param.copy_(torch.randn(param.shape, generator=generator) * std)
+    return "partial" if fresh and kept else "pretrained" if kept else "fresh"
 
 
 def base_model(model: nn.Module) -> nn.Module:

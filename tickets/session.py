@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import CODE_VERSION
+from . import RESULTS_VERSION
 from .config import TrajectoryConfig
 from .data import TaskData, load_task_data
 from .masks import Mask
@@ -97,5 +97,7 @@ class TaskSession:
             "metrics": result.metrics,
             "main_metric": self.task.main_metric,
             "eval_history": result.eval_history,
-            "code_version": CODE_VERSION,
+            "results_version": RESULTS_VERSION,
+            "head_init": getattr(self.model, "ticket_head_init", None),
+            "dropped_train_rows": self.data.dropped_train_rows,
         }

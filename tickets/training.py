@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .backends import get_backend
 from .config import TrainConfig
-from .data import TaskData, train_loader
+from .data import TaskData, training_batches
 from .evaluation import evaluate
 from .weights import parameter_state
 
@@ -75,25 +75,20 @@ def fine_tune(
         started = time.perf_counter()
         bar = tqdm(total=steps, desc=description, disable=not progress, leave=False)
         model.train()
-        epoch = 0
-        while step < steps:
-            for batch in train_loader(data, cfg.batch_size, seed + epoch):
-                for micro, share in micro_batches(batch, backend.accumulation):
-                    loss = backend.forward(micro)
-                    backend.backward(loss * share)
-                    loss_sum += float(loss.detach()) * share
-                backend.step()
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_sum / step:.4f}")
-                if capture_at is not None and step == capture_at:
-                    captured = _snapshot(backend, home)
-                if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
-                    history.append({"step": step, **evaluate(backend.unwrap(), data, cfg.eval_batch_size)})
-                    model.train()
-                if step >= steps:
-                    break
-            epoch += 1
+        for batch in training_batches(data, cfg.batch_size, seed, steps):
+            for micro, share in micro_batches(batch, backend.accumulation):
+                loss = backend.forward(micro)
+                backend.backward(loss * share)
+                loss_sum += float(loss.detach()) * share
+            backend.step()
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_sum / step:.4f}")
+            if capture_at is not None and step == capture_at:
+                captured = _snapshot(backend, home)
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
+                history.append({"step": step, **evaluate(backend.unwrap(), data, cfg.eval_batch_size)})
+                model.train()
         bar.close()
         metrics = evaluate(backend.unwrap(), data, cfg.eval_batch_size)
     finally:
