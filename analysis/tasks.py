@@ -1,27 +1,18 @@
-"""The dev metrics each task reports, and which metrics are better when lower (mirrors tickets.tasks)."""
+"""The dev metrics each task reports, and which metrics are better when lower, from the task registry of `tickets`."""
 
 from __future__ import annotations
 
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "cola": ("mcc",),
-    "sst2": ("accuracy",),
-    "mrpc": ("accuracy", "f1"),
-    "qqp": ("accuracy", "f1"),
-    "stsb": ("pearson", "spearman"),
-    "mnli": ("matched_accuracy", "mismatched_accuracy"),
-    "qnli": ("accuracy",),
-    "rte": ("accuracy",),
-    "wnli": ("accuracy",),
-    "mlm": ("masked_accuracy", "perplexity"),
-}
-LOWER_IS_BETTER = frozenset({"perplexity", "eval_loss"})
+from tickets.tasks import LOWER_IS_BETTER, TASKS
+
+TASK_METRICS: dict[str, tuple[str, ...]] = {name: task.metric_names for name, task in TASKS.items()}
 
 
 def task_metrics(task: str, main_metric: str = "") -> tuple[str, ...]:
-    """The task's standard dev metrics, main metric first (from the run's `main_metric` tag when it has one)."""
-    known = TASK_METRICS.get(task, ())
-    first = main_metric or (known[0] if known else "")
-    return tuple(dict.fromkeys(m for m in (first, *known) if m))
+    """The task's standard dev metrics, main metric first (from the run's `main_metric` tag when it has one, else the
+    registry's)."""
+    known = TASKS.get(task)
+    standard = (known.main_metric, *known.metric_names) if known else ()
+    return tuple(dict.fromkeys(m for m in (main_metric, *standard) if m))
 
 
 def higher_is_better(metric: str) -> bool:

@@ -12,10 +12,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM, BertForSequenceClassification
 
-from tickets.data import EncodedExamples, TaskData, eval_loaders, load_task_data, read_glue_tsv, train_loader
+from tickets.data import EncodedExamples, TaskData, eval_loaders, load_task_data, train_loader
 from tickets.errors import TicketsError
 from tickets.evaluation import evaluate
 from tickets.tasks import TASKS, get_task
+from tickets.tasks.glue import read_glue_tsv
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 GLUE = DATA / "glue"

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .errors import TicketsError
+from .tasks import get_kind
 
 EMBEDDED_MODEL = "all-MiniLM-L6-v2"
 TINY_RANDOM_MODEL = "tiny-random-bert"
@@ -73,12 +74,6 @@ def load_tokenizer(name: str | None):
         raise TicketsError(f"cannot load the tokenizer of model '{source.model_id}': {exc}") from exc
 
 
-def _head_class(kind: str):
-    from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
-
-    return AutoModelForMaskedLM if kind == "mlm" else AutoModelForSequenceClassification
-
-
 def _config(source: ModelSource, kind: str, num_labels: int):
     from transformers import AutoConfig
 
@@ -88,9 +83,7 @@ def _config(source: ModelSource, kind: str, num_labels: int):
         raise TicketsError(f"cannot load model '{source.model_id}': {exc}") from exc
     if source.random_init:
         config.update(TINY_CONFIG)
-    if kind != "mlm":
-        config.num_labels = num_labels
-        config.problem_type = "regression" if kind == "regression" else "single_label_classification"
+    get_kind(kind).configure(config, num_labels)
     return config
 
 
@@ -107,7 +100,7 @@ def build_model(name: str | None, kind: str, num_labels: int, seed: int) -> nn.M
     hf_logging.disable_progress_bar()
     source = resolve_model(name)
     config = _config(source, kind, num_labels)
-    head_class = _head_class(kind)
+    head_class = get_kind(kind).head_class()
     missing: set[str] | None = None  # None: initialise the whole head
     if source.random_init:
         torch.manual_seed(0)  # the "pre-trained" weights of the tiny model are the same for every run seed
@@ -117,7 +110,7 @@ def build_model(name: str | None, kind: str, num_labels: int, seed: int) -> nn.M
             model, info = head_class.from_pretrained(source.path, config=config, output_loading_info=True)
         except OSError as exc:
             raise TicketsError(f"cannot load model '{source.model_id}': {exc}") from exc
-        if kind == "mlm":
+        if get_kind(kind).pretrained_head:
             missing = set(info["missing_keys"]) | {key[0] for key in info["mismatched_keys"]}
     model.ticket_head_init = init_head(model, seed, missing)
     model.ticket_source = source

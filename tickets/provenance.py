@@ -10,10 +10,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-from .data import DEFAULT_EVAL_SPLITS, EVAL_SPLITS, GLUE_HUB, WIKITEXT_HUB, _existing, find_folder
 from .errors import TicketsError
 from .models import TINY_CONFIG, resolve_model
-from .tasks import Task
+from .tasks import Task, get_kind
 
 # transformers' order of preference for the weights of a local folder; an index file lists its shards
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -25,21 +24,18 @@ _unresolved: list[str] | None = None  # collects unresolvable Hub ids inside `pr
 
 
 def data_fingerprint(task: Task, data_dir: str | None) -> str:
-    """16 hex digits naming the data the loader reads for `task` from `data_dir` (GLUE layout) or, if None, the Hub.
+    """16 hex digits naming the data the loader reads for `task` from `data_dir` (its local layout) or, if None, the Hub.
 
     Local data is named by the contents of its files, each under its role (train, dev, ...), so the fingerprint
     survives moving the folder and changes with any byte of any file read. Hub data is named by the commit its
     dataset repository resolves to (from the local cache when offline). Missing data raises the loader's TicketsError.
     """
-    splits = EVAL_SPLITS.get(task.name, DEFAULT_EVAL_SPLITS)
+    kind = get_kind(task.kind)
     if data_dir is None:
-        repo, config = WIKITEXT_HUB if task.kind == "mlm" else (GLUE_HUB, task.name)
-        roles = ["train", *(hub_split for _, hub_split in splits.values())]
+        repo, config, roles = kind.hub_source(task)
         parts = ["hub", repo, config, _revision(repo, "dataset"), *roles]
     else:
-        folder = find_folder(data_dir, task)
-        evals = [(name, _existing(folder / file)) for name, (file, _) in splits.items()]  # checked first, as by the loader
-        files = [("train", _train_file(folder, task)), *evals]
+        files = kind.data_files(task, data_dir)
         parts = ["local", *(f"{role}={path.name}:{_file_hash(path)}" for role, path in files)]
     return _digest(parts)[:16]
 
@@ -60,13 +56,6 @@ def model_identity(name: str | None) -> str:
     else:
         return f"hub:{source.model_id}@{_revision(source.model_id, 'model')}"
     return "sha256:" + _digest(parts)[:16]
-
-
-def _train_file(folder: Path, task: Task) -> Path:
-    if task.kind != "mlm":
-        return _existing(folder / "train.tsv")
-    train = folder / "train.txt"
-    return train if train.is_file() else _existing(folder / "test.txt")
 
 
 @contextmanager
