@@ -50,6 +50,8 @@ TASKS: dict[str, Task] = {
              hub=("Salesforce/wikitext", "wikitext-2-raw-v1"),
              splits=(Split("train", "train.txt", "train"), Split("dev", "valid.txt", "validation")),
              lower_is_better=("perplexity",), aliases=("wikitext",)),
+        Task("squad", "squad/v1.1", "extractive_qa", 0, ("exact_match", "f1"), "f1", hub=("rajpurkar/squad", None),
+             splits=(Split("train", "train-v1.1.json", "train"), Split("dev", "dev-v1.1.json", "validation"))),
     )
 }
 LOWER_IS_BETTER = frozenset({"eval_loss", *(metric for task in TASKS.values() for metric in task.lower_is_better)})
