@@ -18,14 +18,13 @@ from urllib.parse import urlparse
 import pandas as pd
 
 from cluster import conventions as C
-from cluster.tracking import PAGE_SIZE, experiment_names, health_status, is_server, search_all_runs
+from cluster.tracking import (BULK_MAX_POINTS, PAGE_SIZE, MetricHistoryReader, experiment_names, health_status,
+                              is_server, search_all_runs)
 
 from .errors import AnalysisError
 from .tasks import task_metrics
 
 BULK_RUNS = 100
-BULK_MAX_POINTS = 25000
-BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
 
 IMP = "imp"
 TRANSFER = "transfer"
@@ -157,63 +156,13 @@ def fetch_histories(client, runs: list) -> pd.DataFrame:
     for run in runs:
         for key in run.data.metrics:
             ids_by_key.setdefault(key, []).append(run.info.run_id)
-    read = _HistoryReader(client)
+    read = MetricHistoryReader(client, BULK_MAX_POINTS)
     rows = []
     for key, ids in sorted(ids_by_key.items()):
         for start in range(0, len(ids), BULK_RUNS):
             rows.extend(read(ids[start:start + BULK_RUNS], key))
     columns = ["run_id", "key", "step", "value", "timestamp"]
     return pd.DataFrame([{c: r[c] for c in columns} for r in rows], columns=columns)
-
-
-class _HistoryReader:
-    """Reads the history of one metric for a chunk of runs in one request where the store allows it: SQL stores
-    (`get_metric_history_bulk`), tracking servers (the `get-history-bulk` REST endpoint); otherwise, or when that
-    request fails (an older server), one request per run. A chunk whose answer may be truncated is split."""
-
-    def __init__(self, client):
-        from mlflow.store.tracking.rest_store import RestStore
-
-        self.client = client
-        self.store = client._tracking_client.store
-        if hasattr(self.store, "get_metric_history_bulk"):
-            self.bulk = self._sql
-        elif isinstance(self.store, RestStore):
-            self.bulk = self._rest
-        else:
-            self.bulk = None
-
-    def __call__(self, ids: list[str], key: str) -> list[dict]:
-        from mlflow.exceptions import MlflowException
-
-        if self.bulk is None:
-            return self._per_run(ids, key)
-        try:
-            points = self.bulk(ids, key)
-        except MlflowException:
-            self.bulk = None
-            return self._per_run(ids, key)
-        if len(points) < BULK_MAX_POINTS:
-            return points
-        if len(ids) == 1:
-            return self._per_run(ids, key)
-        half = len(ids) // 2
-        return self(ids[:half], key) + self(ids[half:], key)
-
-    def _per_run(self, ids: list[str], key: str) -> list[dict]:
-        return [dict(run_id=r, key=m.key, value=m.value, step=m.step, timestamp=m.timestamp)
-                for r in ids for m in self.client.get_metric_history(r, key)]
-
-    def _sql(self, ids: list[str], key: str) -> list[dict]:
-        return [m.to_dict() for m in self.store.get_metric_history_bulk(ids, key, BULK_MAX_POINTS)]
-
-    def _rest(self, ids: list[str], key: str) -> list[dict]:
-        from mlflow.utils.rest_utils import http_request, verify_rest_response
-
-        params = {"run_id": list(ids), "metric_key": key, "max_results": BULK_MAX_POINTS}
-        response = http_request(self.store.get_host_creds(), BULK_ENDPOINT, "GET", params=params)
-        verify_rest_response(response, BULK_ENDPOINT)
-        return response.json().get("metrics", [])
 
 
 def runs_frame(runs: list) -> pd.DataFrame:

@@ -30,7 +30,7 @@ from common import build_sized_model, machine, median
 FRESH_WORKER = """
 import sys, time
 import ray, sweeps.trial  # what a Ray trial worker has imported before its TrialRecorder connects
-from sweeps.tracking import TrialRecorder
+from sweeps.mlflow_runs import TrialRecorder
 start = time.perf_counter()
 recorder = TrialRecorder(sys.argv[1], sys.argv[2])
 recorder.started()
@@ -41,7 +41,7 @@ assert not recorder.failed
 
 def run_trial(piece, store, uri: str, run_id: str | None) -> tuple[float, list[float], float]:
     """Run a trajectory as the trial does, logging to `run_id` (None: off): (wall, per-level logging, logging) s."""
-    from sweeps.tracking import TrialRecorder
+    from sweeps.mlflow_runs import TrialRecorder
     from tickets.imp import run_trajectory
 
     start = time.perf_counter()
@@ -80,7 +80,7 @@ def fresh_worker_connect(uri: str, run_id: str) -> float:
 def big_mask_logging(client, experiment_id: str, piece, level_dir: str, size: str, reps: int,
                      tmp: str) -> tuple[float, float]:
     """(median s to log one level with a 50%-sparse mask of model `size`, mask MB), logged `reps` times."""
-    from sweeps.tracking import log_result
+    from sweeps.mlflow_runs import log_result
     from tickets.masks import Mask
     from tickets.models import prunable_parameters, prunable_patterns
     from tickets.pruning import prune
@@ -107,7 +107,7 @@ def main() -> None:
     from sweeps.plan import build_plan
     from sweeps.spec import load_spec
     from sweeps.store import ResultsStore
-    from sweeps.tracking import prepare_runs, reconcile
+    from sweeps.mlflow_runs import prepare_runs, reconcile
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=3, help="on/off trial pairs (plus one warm-up trial)")

@@ -2,7 +2,8 @@
 
 One experiment per sweep spec `name`. One run per IMP trajectory (RUN_KIND=trajectory) whose metrics are logged
 with step = level (level 0 is the dense network), including `sparsity`; masks are artifacts
-`masks/level_XX.safetensors` and each level's metrics.json is `levels/level_XX.json`. Branch runs
+`masks/level_XX.safetensors` and each level's metrics.json is `levels/level_XX.json`. A run's CONTENT_KEY tag is its
+piece's content key; every level file of the run names it as `run_key`, beside the level's own `content_key`. Branch runs
 (RUN_KIND=branch: random-prune, random-reinit, oneshot, oneshot-finetuned, transfer) are one run per (trajectory, kind,
 level), nested under their source trajectory run, with metrics logged at step = the level whose sparsity they match;
 standard pruning, a chain of its own levels, is one run per trajectory with its levels 1..N as steps.

@@ -26,6 +26,8 @@ DRIVER_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_
 WORKER_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 PAGE_SIZE = 1000
+BULK_MAX_POINTS = 25000  # values one bulk history request returns at most
+BULK_ENDPOINT = "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
 
 
 def resolve_tracking_uri(cli_value: str | None = None) -> str:
@@ -176,3 +178,59 @@ def ui_command(uri: str) -> str:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+class MetricHistoryReader:
+    """Reads the history of one metric for a chunk of runs in one request where the store allows it: SQL stores
+    (`get_metric_history_bulk`), tracking servers (the `get-history-bulk` REST endpoint); otherwise, or when that
+    request fails (an older server), one request per run. A chunk whose answer may be truncated is split.
+
+    MLflow 3.17 has no public bulk history call (MlflowClient.get_metric_history reads one run and key per request,
+    7-18x slower on a 200-run sweep), so this is the one place that uses the store behind the client.
+    """
+
+    def __init__(self, client, max_points: int = BULK_MAX_POINTS):
+        from mlflow.store.tracking.rest_store import RestStore
+
+        self.client = client
+        self.max_points = max_points
+        self.store = client._tracking_client.store
+        if hasattr(self.store, "get_metric_history_bulk"):
+            self.bulk = self._sql
+        elif isinstance(self.store, RestStore):
+            self.bulk = self._rest
+        else:
+            self.bulk = None
+
+    def __call__(self, ids: list[str], key: str) -> list[dict]:
+        """Every logged value of metric `key` of the runs `ids`, as dicts (run_id, key, value, step, timestamp)."""
+        from mlflow.exceptions import MlflowException
+
+        if self.bulk is None:
+            return self._per_run(ids, key)
+        try:
+            points = self.bulk(ids, key)
+        except MlflowException:
+            self.bulk = None
+            return self._per_run(ids, key)
+        if len(points) < self.max_points:
+            return points
+        if len(ids) == 1:
+            return self._per_run(ids, key)
+        half = len(ids) // 2
+        return self(ids[:half], key) + self(ids[half:], key)
+
+    def _per_run(self, ids: list[str], key: str) -> list[dict]:
+        return [dict(run_id=r, key=m.key, value=m.value, step=m.step, timestamp=m.timestamp)
+                for r in ids for m in self.client.get_metric_history(r, key)]
+
+    def _sql(self, ids: list[str], key: str) -> list[dict]:
+        return [m.to_dict() for m in self.store.get_metric_history_bulk(ids, key, self.max_points)]
+
+    def _rest(self, ids: list[str], key: str) -> list[dict]:
+        from mlflow.utils.rest_utils import http_request, verify_rest_response
+
+        params = {"run_id": list(ids), "metric_key": key, "max_results": self.max_points}
+        response = http_request(self.store.get_host_creds(), BULK_ENDPOINT, "GET", params=params)
+        verify_rest_response(response, BULK_ENDPOINT)
+        return response.json().get("metrics", [])

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     from tickets.provenance import provisional
 
     from .plan import build_plan
-    from .report import count_line, print_summary, trial_table
+    from .terminal import count_line, print_summary, trial_table
     from .spec import load_spec
 
     spec = load_spec(args.spec, data_dir=args.data_dir, storage=args.storage)

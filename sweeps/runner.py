@@ -17,7 +17,7 @@ from .result import SweepResult
 from .scheduler import PieceScheduler
 from .spec import Spec
 from .store import ResultsStore
-from .tracking import prepare_runs, reconcile
+from .mlflow_runs import prepare_runs, reconcile
 from .trial import run_piece, trial_config
 
 

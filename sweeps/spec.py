@@ -11,22 +11,24 @@ from __future__ import annotations
 import math
 import os
 import re
+from dataclasses import replace
 from difflib import get_close_matches
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, create_model,
+                      field_validator, model_validator)
 
 from tickets.branches import BRANCH_KINDS, get_branch_kind, DEFAULT_REINIT_SCOPE, REINIT_SCOPES
-from tickets.config import BACKENDS, TrainConfig, TrajectoryConfig
+from tickets.config import TrainConfig, TrajectoryConfig
 from tickets.errors import TicketsError
-from tickets.pruning import LAYERWISE, SCHEDULES, STRATEGIES, levels_for_sparsity, target_sparsity
-from tickets.structured import STRUCTURED_STRATEGIES
+from tickets.pruning import levels_for_sparsity, target_sparsity
+from tickets.settings import settings_of
 from tickets.structured.runs import RETRAIN_KINDS, SearchConfig
 from tickets.tasks import get_task
 
 from .errors import SpecError
+from .spec_fields import as_list, spec_field, spec_fields, spec_list, value_type
 from .yamlines import line_of, load_with_lines
 
 DEFAULT_STORAGE = "sweep_storage"
@@ -35,7 +37,7 @@ LEVEL_BRANCHES = tuple(kind for kind in BRANCH_KINDS if kind != "transfer")
 # used to turn a rewind point given as a percentage of training into steps.
 TRAIN_ROWS = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "qqp": 363846, "stsb": 5749, "mnli": 392702,
               "qnli": 104743, "rte": 2490, "wnli": 635}
-_TRAIN_DEFAULTS = TrainConfig()
+_TRAJECTORY = settings_of(TrajectoryConfig)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
 
@@ -49,27 +51,10 @@ def _canonical_task(value: Any) -> str:
         raise ValueError(str(exc)) from None
 
 
-def _method(value: Any) -> str:
-    known = sorted(set(STRATEGIES) | set(LAYERWISE))
-    if value not in known:
-        raise ValueError(f"unknown pruning method {value!r}; choose one of {', '.join(known)}")
-    return value
-
-
-def _structured_strategy(value: Any) -> str:
-    if value not in STRUCTURED_STRATEGIES:
-        raise ValueError(f"unknown structured strategy {value!r}; choose one of {', '.join(sorted(STRUCTURED_STRATEGIES))}")
-    return value
-
-
-def _as_list(value: Any) -> Any:
-    return [value] if isinstance(value, (str, int, float)) and not isinstance(value, bool) else value
-
-
 def _rewind_point(value: Any) -> int | str:
     if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError(f"a rewind point must be >= 0 steps, got {value}")
+        if _TRAJECTORY["rewind"].problem(value) is not None:
+            raise ValueError(f"a rewind point must be {_TRAJECTORY['rewind'].range_text()} steps, got {value}")
         return value
     if isinstance(value, str) and (match := _PERCENT.fullmatch(value)):
         percent = float(match.group(1))
@@ -80,11 +65,11 @@ def _rewind_point(value: Any) -> int | str:
 
 
 def _all_levels(value: Any) -> Any:
-    return None if value == "all" else _as_list(value)
+    return None if value == "all" else as_list(value)
 
 
 TaskName = Annotated[str, PlainValidator(_canonical_task)]
-Method = Annotated[str, PlainValidator(_method)]
+Seed = value_type(_TRAJECTORY["seed"])
 RewindPoint = Annotated[int | str, PlainValidator(_rewind_point)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
@@ -95,56 +80,44 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Pruning(Strict):
-    """IMP settings: method(s), rate, schedule, how far, rewinding."""
-
-    method: Annotated[list[Method], BeforeValidator(_as_list), Field(min_length=1)] = ["magnitude"]
-    rate: Fraction = 0.1
-    schedule: Literal[SCHEDULES] = "original"
-    levels: Annotated[int, Field(ge=0)] | None = None
-    target_sparsity: Fraction | None = None
-    rewind: Annotated[list[RewindPoint], BeforeValidator(_as_list), Field(min_length=1)] = [0]
-    rewind_head: bool = True
-    include_pooler: bool | None = None
-
+class _PruningSection(Strict):
     @model_validator(mode="after")
-    def _one_stop(self) -> Pruning:
+    def _one_stop(self) -> _PruningSection:
         if (self.levels is None) == (self.target_sparsity is None):
             raise ValueError("give exactly one of levels or target_sparsity")
         return self
 
 
-class Structured(Strict):
-    """A structured search per task x seed (Prasanna et al. 2020) and the subnetworks retrained from it."""
+Pruning = create_model(
+    "Pruning", __base__=_PruningSection, __doc__="IMP settings: method(s), rate, schedule, how far, rewinding.",
+    method=spec_list(_TRAJECTORY["method"]),
+    **spec_fields(TrajectoryConfig, ("rate", "schedule")),
+    levels=spec_field(replace(_TRAJECTORY["levels"], default=None, optional=True)),
+    target_sparsity=(Fraction | None, Field(default=None, description="run enough levels to reach this sparsity")),
+    rewind=spec_list(_TRAJECTORY["rewind"], RewindPoint),
+    **spec_fields(TrajectoryConfig, ("rewind_head", "include_pooler")),
+)
 
-    strategy: Annotated[str, PlainValidator(_structured_strategy)] = "gradient-importance"
-    threshold: Annotated[float, Field(gt=0, le=1)] = 0.9
-    head_fraction: Fraction = 0.1
-    importance_samples: Annotated[int, Field(gt=0)] | None = 256
-    subnetworks: Annotated[list[Literal[RETRAIN_KINDS]], BeforeValidator(_as_list), Field(min_length=1)] = \
-        ["good", "random", "bad"]
+Structured = create_model(
+    "Structured", __base__=Strict,
+    __doc__="A structured search per task x seed (Prasanna et al. 2020) and the subnetworks retrained from it.",
+    **spec_fields(SearchConfig),
+    subnetworks=(Annotated[list[Literal[RETRAIN_KINDS]], BeforeValidator(as_list), Field(min_length=1)],
+                 ["good", "random", "bad"]),
+)
 
 
-class Training(Strict):
-    """The fine-tuning recipe, used unchanged at every level and by every branch (tickets.config.TrainConfig)."""
-
-    epochs: Annotated[float, Field(gt=0)] = _TRAIN_DEFAULTS.epochs
-    batch_size: Annotated[int, Field(gt=0)] = _TRAIN_DEFAULTS.batch_size
-    learning_rate: Annotated[float, Field(gt=0)] = _TRAIN_DEFAULTS.learning_rate
-    weight_decay: Annotated[float, Field(ge=0)] = _TRAIN_DEFAULTS.weight_decay
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = _TRAIN_DEFAULTS.warmup_ratio
-    max_grad_norm: Annotated[float, Field(gt=0)] = _TRAIN_DEFAULTS.max_grad_norm
-    max_seq_length: Annotated[int, Field(gt=0)] = _TRAIN_DEFAULTS.max_seq_length
-    max_train_samples: Annotated[int, Field(gt=0)] | None = _TRAIN_DEFAULTS.max_train_samples
-    max_eval_samples: Annotated[int, Field(gt=0)] | None = _TRAIN_DEFAULTS.max_eval_samples
-    eval_batch_size: Annotated[int, Field(gt=0)] = _TRAIN_DEFAULTS.eval_batch_size
-    eval_every: Annotated[int, Field(ge=0)] = _TRAIN_DEFAULTS.eval_every
-    backend: Literal[BACKENDS] = _TRAIN_DEFAULTS.backend
-    deepspeed: dict[str, Any] = Field(default_factory=dict)
-
+class _TrainingSection(Strict):
     def config(self) -> TrainConfig:
         """The engine's TrainConfig."""
         return TrainConfig(**self.model_dump())
+
+
+Training = create_model(
+    "Training", __base__=_TrainingSection,
+    __doc__="The fine-tuning recipe, used unchanged at every level and by every branch (tickets.config.TrainConfig).",
+    **spec_fields(TrainConfig),
+)
 
 
 class Branch(Strict):
@@ -175,8 +148,8 @@ class Branch(Strict):
 class Transfer(Strict):
     """Masks of `sources` at `sparsity` (one of their IMP levels), each trained on every other task of `targets`."""
 
-    sources: Annotated[list[TaskName], BeforeValidator(_as_list), Field(min_length=1)]
-    targets: Annotated[list[TaskName], BeforeValidator(_as_list), Field(min_length=1)]
+    sources: Annotated[list[TaskName], BeforeValidator(as_list), Field(min_length=1)]
+    targets: Annotated[list[TaskName], BeforeValidator(as_list), Field(min_length=1)]
     sparsity: Fraction
 
 
@@ -202,8 +175,8 @@ class Spec(Strict):
     name: str
     model: str | None = None
     data_dir: str | None = None
-    tasks: Annotated[list[TaskName], BeforeValidator(_as_list), Field(min_length=1)]
-    seeds: Annotated[list[Annotated[int, Field(ge=0)]], BeforeValidator(_as_list), Field(min_length=1)]
+    tasks: Annotated[list[TaskName], BeforeValidator(as_list), Field(min_length=1)]
+    seeds: Annotated[list[Seed], BeforeValidator(as_list), Field(min_length=1)]
     pruning: Pruning | None = None
     structured: Structured | None = None
     training: Training = Field(default_factory=Training)

@@ -11,19 +11,17 @@ from __future__ import annotations
 import os
 import uuid
 
-from tickets.imp import level_dir
 from tickets.records import finished_metrics
-from tickets.structured.runs import GOOD_MASK
+from tickets.paths import GOOD_MASK, MASK, level_dir
 
 from .plan import STRUCTURED_SEARCH, Piece
 
-MASK_FILE = "mask.safetensors"
 ID_FILE = "storage_id"
 
 
 def mask_name(piece: Piece) -> str:
     """The name of the mask file in a result folder of `piece` (a structured search's is its good subnetwork)."""
-    return GOOD_MASK if piece.kind == STRUCTURED_SEARCH else MASK_FILE
+    return GOOD_MASK if piece.kind == STRUCTURED_SEARCH else MASK
 
 
 class ResultsStore:
@@ -84,7 +82,7 @@ class ResultsStore:
 
     def source_mask(self, piece: Piece) -> str:
         """The mask a branch or transfer piece starts from: its source trajectory's mask at `piece.level`."""
-        return os.path.join(self.source_dir(piece), MASK_FILE)
+        return os.path.join(self.source_dir(piece), MASK)
 
     def source_ready(self, piece: Piece) -> bool:
         """True when the result a branch, transfer or subnetwork piece needs is finished."""

@@ -14,15 +14,16 @@ import shutil
 import tempfile
 
 from tickets.branches import BranchConfig, run_branch
-from tickets.imp import REWIND_POINT, LevelResult, run_trajectory
+from tickets.imp import LevelResult, run_trajectory
+from tickets.paths import REWIND_POINT_WEIGHTS, TRAINED_WEIGHTS
 from tickets.standard import run_standard
 from tickets.structured.runs import SearchConfig, run_retrain, run_search
 
 from .plan import STRUCTURED_SEARCH, Piece
 from .store import ResultsStore
-from .tracking import TrialRecorder
+from .mlflow_runs import TrialRecorder
 
-CHECKPOINT_SKIP = ("trained.safetensors",)
+CHECKPOINT_SKIP = (TRAINED_WEIGHTS,)
 
 
 def trial_config(piece: Piece, store: ResultsStore, tracking_uri: str, run_id: str) -> dict:
@@ -102,7 +103,7 @@ def restore_checkpoint(folder: str, store: ResultsStore, piece: Piece) -> None:
         if store.level_metrics(piece, piece.level) is None:
             shutil.copytree(folder, target, dirs_exist_ok=True)
         return
-    if not os.path.isfile(os.path.join(target, REWIND_POINT)):
+    if not os.path.isfile(os.path.join(target, REWIND_POINT_WEIGHTS)):
         return
     for name in sorted(os.listdir(folder)):
         if name.startswith("level_") and not os.path.isdir(os.path.join(target, name)):

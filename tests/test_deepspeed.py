@@ -21,7 +21,8 @@ from tickets.backends.deepspeed_backend import DeepSpeedBackend  # noqa: E402
 from tickets.config import TrainConfig  # noqa: E402
 from tickets.data import load_task_data, train_loader  # noqa: E402
 from tickets.errors import TicketsError  # noqa: E402
-from tickets.imp import DENSE_TRAINED, NEXT_MASK, REWIND_POINT, level_dir, run_trajectory  # noqa: E402
+from tickets.imp import level_dir, run_trajectory  # noqa: E402
+from tickets.paths import NEXT_MASK, REWIND_POINT_WEIGHTS as REWIND_POINT, TRAINED_WEIGHTS as DENSE_TRAINED  # noqa: E402
 from tickets.masks import Mask, overlap  # noqa: E402
 from tickets.models import build_model, load_tokenizer, prunable_parameters, prunable_patterns  # noqa: E402
 from tickets.pruning import prune  # noqa: E402

@@ -10,7 +10,8 @@ import torch
 import tickets.session
 from tickets.branches import BranchConfig, run_branch
 from tickets.errors import TicketsError
-from tickets.imp import REWIND_POINT, finished_levels, level_dir, run_trajectory
+from tickets.imp import finished_levels, level_dir, run_trajectory
+from tickets.paths import REWIND_POINT_WEIGHTS as REWIND_POINT
 from tickets.masks import Mask, overlap
 from tickets.weights import load_weights
 

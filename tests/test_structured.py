@@ -76,7 +76,7 @@ def test_head_scores_are_normalised_per_layer_and_pruned_score_zero():
     scores = gradient_importance(model, [batch(0)], structure)
     torch.testing.assert_close(scores.heads.norm(dim=1), torch.ones(2, dtype=torch.float64))
     assert scores.heads[0, 1] == 0 and scores.mlps[1] == 0
-    assert STRUCTURED_STRATEGIES["gradient-importance"] is gradient_importance
+    assert STRUCTURED_STRATEGIES["gradient-importance"].importance is gradient_importance
 
 
 def masked_by_weights(model, structure):

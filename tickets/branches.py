@@ -15,8 +15,8 @@ import torch
 
 from .config import TrajectoryConfig, content_hash
 from .errors import TicketsError
-from .imp import DENSE_TRAINED, REWIND_POINT, level_dir
 from .masks import Mask
+from .paths import MASK, REWIND_POINT_WEIGHTS, TRAINED_WEIGHTS, level_dir
 from .models import initializer_weights, model_id
 from .pruning import prune
 from .records import reusable_metrics, write_result_dir
@@ -55,10 +55,12 @@ class BranchConfig:
         self.trajectory.validate()
         source = Mask.load(self.mask_path)
         if self.kind == "transfer" and source.metadata.get("source_task") == self.trajectory.task:
-            raise TicketsError(f"the mask was found on '{self.trajectory.task}' itself: give the target task with --task")
+            raise TicketsError(f"the mask was found on '{self.trajectory.task}' itself: "
+                               "give the target task with --task")
         if branch.needs(self) is not None:
             if self.source_dir is None:
-                raise TicketsError(f"branch '{self.kind}' needs --trajectory (the folder of the IMP run it branches from)")
+                raise TicketsError(f"branch '{self.kind}' needs --trajectory "
+                                   "(the folder of the IMP run it branches from)")
             needed = self.source_file()
             if not os.path.isfile(needed):
                 raise TicketsError(f"branch '{self.kind}' needs '{needed}', which does not exist")
@@ -93,11 +95,11 @@ class BranchKind:
 
 
 def _rewind_point_file(cfg: BranchConfig) -> str | None:
-    return REWIND_POINT if cfg.trajectory.rewind > 0 else None
+    return REWIND_POINT_WEIGHTS if cfg.trajectory.rewind > 0 else None
 
 
 def _dense_trained_file(cfg: BranchConfig) -> str:
-    return os.path.join(level_dir("", 0), DENSE_TRAINED)
+    return os.path.join(level_dir("", 0), TRAINED_WEIGHTS)
 
 
 def _load_rewind_point(cfg: BranchConfig, session: TaskSession) -> None:
@@ -154,16 +156,16 @@ def _branch_mask(session: TaskSession, keep: dict[str, torch.Tensor], source: Ma
 BRANCHES: dict[str, BranchKind] = {
     kind.name: kind
     for kind in (
-        BranchKind("random-prune", "a uniformly random mask of the level's sparsity over the prunable set, from theta_i",
-                   _rewind_point_file, _random_prune),
+        BranchKind("random-prune", "a uniformly random mask of the level's sparsity over the prunable set, from "
+                   "theta_i", _rewind_point_file, _random_prune),
         BranchKind("random-reinit", "the IMP mask on theta_i whose prunable weights are redrawn with the model's own "
                    "initializer (reinit scope 'encoder': every encoder weight)", _rewind_point_file, _random_reinit),
         BranchKind("oneshot", "magnitude pruning of theta_0 to the level's sparsity in one shot", lambda cfg: None,
                    _oneshot),
-        BranchKind("standard", "Han et al.: a chain of its own levels, each pruning its previous level's trained weights "
-                   "by global magnitude and training on, never rewinding", _dense_trained_file, chain=True),
-        BranchKind("oneshot-finetuned", "magnitude pruning of the dense fine-tuned weights to the level's sparsity in one "
-                   "shot, trained on", _dense_trained_file, _oneshot_finetuned),
+        BranchKind("standard", "Han et al.: a chain of its own levels, each pruning its previous level's trained "
+                   "weights by global magnitude and training on, never rewinding", _dense_trained_file, chain=True),
+        BranchKind("oneshot-finetuned", "magnitude pruning of the dense fine-tuned weights to the level's sparsity in "
+                   "one shot, trained on", _dense_trained_file, _oneshot_finetuned),
         BranchKind("transfer", "a mask found on another task (or MLM) on theta_0 with a fresh head", lambda cfg: None,
                    _transfer),
     )
@@ -207,5 +209,5 @@ def run_branch(cfg: BranchConfig, out_dir: str, run_key: str | None = None, prog
         config=asdict(cfg.trajectory),
         reused=False,
     )
-    write_result_dir(out_dir, lambda tmp: mask.save(os.path.join(tmp, "mask.safetensors")), metrics)
+    write_result_dir(out_dir, lambda tmp: mask.save(os.path.join(tmp, MASK)), metrics)
     return metrics

@@ -4,22 +4,28 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import _add_recipe_args, _recipe
+from .cli_recipe import add_recipe_args, recipe_from
 from .config import TrajectoryConfig
-from .structured import STRUCTURED_STRATEGIES
+from .flags import add_flags, given
 from .structured.runs import RETRAIN_KINDS, SearchConfig
+
+SEARCH_SETTINGS = ("strategy", "threshold", "head_fraction", "importance_samples")
 
 
 def _describe(metrics: dict, names: list[str]) -> str:
     return ", ".join(f"{k}={metrics[k]:.4f}" for k in names if k in metrics)
 
 
+def search_config(args: argparse.Namespace) -> SearchConfig:
+    """The structured search a `structured search` command line asks for."""
+    return SearchConfig(recipe_from(args, TrajectoryConfig(task=args.task or "")), **given(args, SearchConfig))
+
+
 def cmd_search(args: argparse.Namespace) -> None:
     """Fine-tune the full model, then prune heads and MLP blocks by importance while the dev metric holds."""
     from .structured.runs import run_search
 
-    cfg = SearchConfig(_recipe(args, TrajectoryConfig(task=args.task or "")), args.strategy, args.threshold,
-                       args.head_fraction, args.importance_samples)
+    cfg = search_config(args)
 
     def report(step: dict) -> None:
         mark = "" if step["above_threshold"] else "  (below threshold: stop)"
@@ -39,7 +45,7 @@ def cmd_retrain(args: argparse.Namespace) -> None:
     """Retrain a subnetwork of a search (good, random, bad of the same size, or the full model) from pre-trained weights."""
     from .structured.runs import run_retrain, search_recipe
 
-    cfg = _recipe(args, search_recipe(args.search))
+    cfg = recipe_from(args, search_recipe(args.search))
     metrics = run_retrain(args.kind, cfg, args.search, args.out, export=args.export, progress=not args.no_progress)
     s = metrics["structure"]
     done = " (done earlier)" if metrics["reused"] else ""
@@ -68,13 +74,8 @@ def register(subparsers) -> None:
 
     search = sub.add_parser("search", help="fine-tune, then prune heads/MLPs while the dev metric holds",
                             description=cmd_search.__doc__)
-    _add_recipe_args(search)
-    search.add_argument("--strategy", default="gradient-importance", choices=sorted(STRUCTURED_STRATEGIES))
-    search.add_argument("--threshold", type=float, default=0.9,
-                        help="stop when the dev metric falls below this fraction of the full model's (0, 1]")
-    search.add_argument("--head-fraction", type=float, default=0.1, help="fraction of remaining heads pruned per step")
-    search.add_argument("--importance-samples", type=int, default=256,
-                        help="dev examples used to score heads and MLPs")
+    add_recipe_args(search)
+    add_flags(search, SearchConfig, SEARCH_SETTINGS)
     search.set_defaults(func=cmd_search)
 
     retrain = sub.add_parser("retrain", help="retrain a good/random/bad subnetwork (or the full model)",
@@ -82,7 +83,7 @@ def register(subparsers) -> None:
     retrain.add_argument("kind", choices=RETRAIN_KINDS)
     retrain.add_argument("--search", required=True, help="the structured search folder (its recipe is the default)")
     retrain.add_argument("--export", action="store_true", help="also write the compacted trained model to OUT/compact")
-    _add_recipe_args(retrain)
+    add_recipe_args(retrain)
     retrain.set_defaults(func=cmd_retrain)
 
     compact = sub.add_parser("compact", help="export a structured mask applied to a model as a smaller dense model",

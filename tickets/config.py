@@ -7,10 +7,10 @@ import json
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 
 from . import RESULTS_VERSION
-from .errors import TicketsError
-from .pruning import SCHEDULES, check_fraction
+from .backends import backend_helps, check_backend
+from .pruning import SCHEDULES, pruning_method_helps, target_sparsity
+from .settings import check, setting
 
-BACKENDS = ("auto", "torch", "deepspeed")
 # Settings that do not change results: where the data lies (its content is fingerprinted), the model name (its
 # identity is), how far the trajectory runs, how often it is evaluated on the way.
 IDENTITY_EXCLUDED = frozenset({"data_dir", "model", "levels", "train.eval_every", "task"})
@@ -20,38 +20,27 @@ IDENTITY_EXCLUDED = frozenset({"data_dir", "model", "levels", "train.eval_every"
 class TrainConfig:
     """One fine-tuning recipe, used unchanged at every level and by every branch."""
 
-    epochs: float = 1.0
-    batch_size: int = 16
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    max_grad_norm: float = 1.0
-    max_seq_length: int = 128
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    eval_batch_size: int = 64
-    eval_every: int = 0
-    backend: str = "torch"
-    deepspeed: dict = field(default_factory=dict)
+    epochs: float = setting(1.0, "training epochs (a fraction trains on part of the data)", gt=0)
+    batch_size: int = setting(16, "examples per optimizer step", gt=0)
+    learning_rate: float = setting(1e-4, "AdamW peak learning rate", gt=0, flag="--lr")
+    weight_decay: float = setting(0.0, "AdamW weight decay", ge=0)
+    warmup_ratio: float = setting(0.0, "fraction of the optimizer steps with linear learning-rate warmup", ge=0, lt=1)
+    max_grad_norm: float = setting(1.0, "gradient-norm clipping threshold (0: no clipping)", ge=0)
+    max_seq_length: int = setting(128, "tokens per example (longer ones are truncated)", gt=0)
+    max_train_samples: int | None = setting(None, "train on only the first N training examples (default: all)", gt=0)
+    max_eval_samples: int | None = setting(None, "evaluate on only the first N examples of each eval split "
+                                                 "(default: all)", gt=0)
+    eval_batch_size: int = setting(64, "examples per evaluation batch", gt=0)
+    eval_every: int = setting(0, "also evaluate every N optimizer steps (0: only after training)", ge=0)
+    backend: str = setting("torch", "fine-tuning backend", choices=backend_helps)
+    deepspeed: dict = setting(help="DeepSpeed settings: precision, zero_stage, grad_accum or micro_batch_size, "
+                                   "offload_optimizer, config (see tickets.backends.deepspeed_config)",
+                              default_factory=dict)
 
     def validate(self) -> TrainConfig:
         """Raise a TicketsError naming the first out-of-range setting."""
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "learning_rate": self.learning_rate,
-                    "max_seq_length": self.max_seq_length, "eval_batch_size": self.eval_batch_size}
-        for name, value in positive.items():
-            if value is None or value <= 0:
-                raise TicketsError(f"{name} must be positive, got {value}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise TicketsError(f"{name} must be positive, got {value}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise TicketsError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.backend not in BACKENDS:
-            raise TicketsError(f"unknown backend '{self.backend}'; choose one of {', '.join(BACKENDS)}")
-        from .backends import check_backend
-
-        check_backend(self.backend, self.deepspeed, self.batch_size, self.max_grad_norm)
+        check(self)
+        check_backend(self)
         return self
 
 
@@ -59,35 +48,28 @@ class TrainConfig:
 class TrajectoryConfig:
     """One IMP trajectory: task x seed x rewind x method (Chen et al. 2020, Algorithm 1)."""
 
-    task: str
-    seed: int = 0
-    model: str | None = None
-    data_dir: str | None = None
-    method: str = "magnitude"
-    rate: float = 0.1
-    schedule: str = "original"
-    levels: int = 3
-    rewind: int = 0
-    rewind_head: bool = True
-    include_pooler: bool | None = None
+    task: str = setting(help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or mlm")
+    seed: int = setting(0, "random seed (task head, data order, random pruning)", ge=0)
+    model: str | None = setting(None, "hub id or local folder (default: the embedded all-MiniLM-L6-v2)")
+    data_dir: str | None = setting(None, "folder in GLUE's layout (DIR/SST-2/train.tsv); default: the Hugging Face Hub")
+    method: str = setting("magnitude", "pruning method", choices=pruning_method_helps, label="pruning method")
+    rate: float = setting(0.1, "fraction pruned per level", gt=0, lt=1, label="pruning rate")
+    schedule: str = setting("original", "sparsity schedule: original prunes rate x the original count per level, "
+                                        "remaining rate x what is left", choices=SCHEDULES)
+    levels: int = setting(3, "last level to run (level 0 is dense)", ge=0)
+    rewind: int = setting(0, "rewind point in steps (0 = pre-trained weights)", ge=0)
+    rewind_head: bool = setting(True, "reset the task head to gamma_i (its weights at the rewind point) at every "
+                                      "level; the reference code keeps the trained head")
+    include_pooler: bool | None = setting(None, "prune the pooler dense weight (default: only where the model's pooler "
+                                                "was pre-trained)", off_flag="--exclude-pooler")
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> TrajectoryConfig:
         """Raise a TicketsError naming the first bad setting; return self."""
-        from .pruning import STRATEGIES, LAYERWISE, target_sparsity
         from .tasks import get_task
 
         get_task(self.task)
-        check_fraction(self.rate, "pruning rate")
-        if self.schedule not in SCHEDULES:
-            raise TicketsError(f"unknown schedule '{self.schedule}'; choose one of {', '.join(SCHEDULES)}")
-        if self.method not in STRATEGIES and self.method not in LAYERWISE:
-            known = sorted(set(STRATEGIES) | set(LAYERWISE))
-            raise TicketsError(f"unknown pruning method '{self.method}'; choose one of {', '.join(known)}")
-        if self.levels < 0:
-            raise TicketsError(f"levels must be >= 0, got {self.levels}")
-        if self.rewind < 0:
-            raise TicketsError(f"rewind must be >= 0 steps, got {self.rewind}")
+        check(self)
         target_sparsity(self.levels, self.rate, self.schedule)
         self.train.validate()
         return self

@@ -13,16 +13,13 @@ import torch
 from .config import TrajectoryConfig, content_hash
 from .errors import TicketsError
 from .masks import Mask
+from .paths import (HEAD_WEIGHTS, MASK, NEXT_MASK, REWIND_POINT_WEIGHTS, TRAINED_WEIGHTS, TRAJECTORY_SETTINGS,
+                    level_dir)
 from .pruning import prune, target_sparsity
 from .records import finished_metrics, read_json, write_json, write_result_dir
 from .session import TaskSession
 from .weights import load_parameter_state, load_weights, parameter_state, save_weights
 
-REWIND_POINT = "rewind_point.safetensors"
-DENSE_TRAINED = "trained.safetensors"
-NEXT_MASK = "next_mask.safetensors"
-HEAD = "head.safetensors"
-TRAJECTORY_FILE = "trajectory.json"
 
 
 @dataclass
@@ -33,11 +30,6 @@ class LevelResult:
     directory: str
     metrics: dict
     reused: bool
-
-
-def level_dir(out_dir: str, level: int) -> str:
-    """The folder of level `level`."""
-    return os.path.join(out_dir, f"level_{level:02d}")
 
 
 def finished_levels(out_dir: str, first: int = 0) -> list[int]:
@@ -52,7 +44,7 @@ def finished_levels(out_dir: str, first: int = 0) -> list[int]:
 def check_trajectory_folder(cfg: TrajectoryConfig, out_dir: str) -> None:
     """Record the trajectory's settings in OUT, or fail when OUT holds finished levels of a trajectory with other
     settings (a folder with no finished level is taken over)."""
-    path = os.path.join(out_dir, TRAJECTORY_FILE)
+    path = os.path.join(out_dir, TRAJECTORY_SETTINGS)
     identity = cfg.identity()
     if os.path.isfile(path) and finished_levels(out_dir):
         recorded = read_json(path).get("identity")
@@ -101,15 +93,15 @@ def _run_level(cfg: TrajectoryConfig, session: TaskSession, out_dir: str, level:
         mask = session.full_mask()
     else:
         mask = Mask.load(os.path.join(level_dir(out_dir, level - 1), NEXT_MASK))
-        load_parameter_state(model, load_weights(os.path.join(out_dir, REWIND_POINT)))
+        load_parameter_state(model, load_weights(os.path.join(out_dir, REWIND_POINT_WEIGHTS)))
         if not cfg.rewind_head:
-            load_parameter_state(model, load_weights(os.path.join(level_dir(out_dir, level - 1), HEAD)))
+            load_parameter_state(model, load_weights(os.path.join(level_dir(out_dir, level - 1), HEAD_WEIGHTS)))
     capture_at = cfg.rewind if level == 0 else None
     result = session.train(mask, capture_at=capture_at, progress=progress, description=f"{cfg.task} level {level}")
     if level == 0:
         if result.captured is None:
             raise TicketsError(f"rewind {cfg.rewind} is past the end of training ({result.steps} steps)")
-        save_weights(result.captured, os.path.join(out_dir, REWIND_POINT))
+        save_weights(result.captured, os.path.join(out_dir, REWIND_POINT_WEIGHTS))
     next_mask = _next_mask(cfg, session, mask, level)
     metrics = session.record(mask, result, level=level, started_at=started_at)
     metrics["target_sparsity"] = target_sparsity(level, cfg.rate, cfg.schedule)
@@ -117,12 +109,12 @@ def _run_level(cfg: TrajectoryConfig, session: TaskSession, out_dir: str, level:
     metrics["run_key"] = cfg.content_key()
 
     def fill(tmp: str) -> None:
-        mask.save(os.path.join(tmp, "mask.safetensors"))
-        save_weights(session.head_state(), os.path.join(tmp, HEAD))
+        mask.save(os.path.join(tmp, MASK))
+        save_weights(session.head_state(), os.path.join(tmp, HEAD_WEIGHTS))
         if next_mask is not None:
             next_mask.save(os.path.join(tmp, NEXT_MASK))
         if level == 0:
-            save_weights(parameter_state(model), os.path.join(tmp, DENSE_TRAINED))
+            save_weights(parameter_state(model), os.path.join(tmp, TRAINED_WEIGHTS))
 
     directory = level_dir(out_dir, level)
     write_result_dir(directory, fill, metrics)

@@ -1,7 +1,8 @@
-"""Pruning strategies (a registry) and the sparsity schedules of an IMP trajectory."""
+"""Pruning methods (a registry of records) and the sparsity schedules of an IMP trajectory."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -42,30 +43,53 @@ def levels_for_sparsity(final_sparsity: float, rate: float, schedule: str) -> in
 
 
 Scorer = Callable[[dict[str, torch.Tensor], torch.Generator], dict[str, torch.Tensor]]
-STRATEGIES: dict[str, Scorer] = {}
 
 
-def register(name: str):
-    """Register a scoring function under `name`: higher score = kept longer."""
+@dataclass(frozen=True)
+class PruningMethod:
+    """A registered pruning method: its scorer (higher score = kept longer), whether it prunes each tensor to the
+    sparsity on its own (layerwise) or ranks all prunable weights together (global), and a one-line help."""
 
-    def wrap(fn: Scorer) -> Scorer:
-        STRATEGIES[name] = fn
-        return fn
+    name: str
+    scorer: Scorer
+    layerwise: bool
+    help: str
 
-    return wrap
 
-
-@register("magnitude")
 def _magnitude(weights, generator):
     return {n: w.detach().abs().float() for n, w in weights.items()}
 
 
-@register("random")
 def _random(weights, generator):
     return {n: torch.rand(w.shape, generator=generator) for n, w in weights.items()}
 
 
-LAYERWISE = {"layerwise-magnitude": "magnitude"}
+PRUNING_METHODS: dict[str, PruningMethod] = {
+    method.name: method
+    for method in (
+        PruningMethod("magnitude", _magnitude, False, "the smallest |w| of all prunable weights together (global)"),
+        PruningMethod("layerwise-magnitude", _magnitude, True,
+                      "the smallest |w| of each tensor, every tensor pruned to the sparsity"),
+        PruningMethod("random", _random, False, "uniformly random weights of all prunable weights together (global)"),
+    )
+}
+
+
+def pruning_method_names() -> list[str]:
+    """The registered pruning methods' names, sorted."""
+    return sorted(PRUNING_METHODS)
+
+
+def pruning_method_helps() -> dict[str, str]:
+    """Every registered pruning method (sorted by name) with its one-line help."""
+    return {name: PRUNING_METHODS[name].help for name in pruning_method_names()}
+
+
+def get_pruning_method(name: str) -> PruningMethod:
+    """The registered pruning method called `name`."""
+    if not isinstance(name, str) or name not in PRUNING_METHODS:
+        raise TicketsError(f"unknown pruning method {name!r}; choose one of {', '.join(pruning_method_names())}")
+    return PRUNING_METHODS[name]
 
 
 def prune(
@@ -77,19 +101,16 @@ def prune(
 ) -> dict[str, torch.Tensor]:
     """Keep-masks with exactly round(sparsity x total) weights pruned, never reviving a weight `current` pruned.
 
-    Global methods rank all prunable weights together; `layerwise-*` methods prune each tensor to `sparsity`.
+    Global methods rank all prunable weights together; layerwise methods prune each tensor to `sparsity`.
     """
     if not 0.0 <= sparsity < 1.0:
         raise TicketsError(f"sparsity must be in [0, 1), got {sparsity}")
-    scorer_name = LAYERWISE.get(method, method)
-    if scorer_name not in STRATEGIES:
-        known = sorted(set(STRATEGIES) | set(LAYERWISE))
-        raise TicketsError(f"unknown pruning method '{method}'; choose one of {', '.join(known)}")
+    registered = get_pruning_method(method)
     generator = torch.Generator().manual_seed(seed)
-    scores = STRATEGIES[scorer_name](weights, generator)
+    scores = registered.scorer(weights, generator)
     if current is not None:
         scores = {n: torch.where(current[n], s, torch.full_like(s, -1.0)) for n, s in scores.items()}
-    if method in LAYERWISE:
+    if registered.layerwise:
         return {n: _keep_top(s.ravel(), sparsity).view(s.shape) for n, s in scores.items()}
     names = list(scores)
     flat = torch.cat([scores[n].ravel() for n in names])

@@ -9,8 +9,8 @@ import tempfile
 from typing import Callable
 
 from .errors import TicketsError
+from .paths import METRICS
 
-METRICS_FILE = "metrics.json"
 
 
 def read_json(path: str) -> dict:
@@ -34,7 +34,7 @@ def write_json(path: str, data: dict) -> None:
 
 def finished_metrics(directory: str) -> dict | None:
     """The metrics.json of a finished result folder, or None when it is not finished."""
-    path = os.path.join(directory, METRICS_FILE)
+    path = os.path.join(directory, METRICS)
     return read_json(path) if os.path.isfile(path) else None
 
 
@@ -53,7 +53,7 @@ def write_result_dir(directory: str, fill: Callable[[str], None], metrics: dict)
     tmp = tempfile.mkdtemp(dir=parent, prefix=".partial-")
     try:
         fill(tmp)
-        write_json(os.path.join(tmp, METRICS_FILE), metrics)
+        write_json(os.path.join(tmp, METRICS), metrics)
         if os.path.isdir(directory):
             shutil.rmtree(directory)
         os.replace(tmp, directory)

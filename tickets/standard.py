@@ -12,7 +12,8 @@ from typing import Callable
 
 from .config import TrajectoryConfig, content_hash
 from .errors import TicketsError
-from .imp import DENSE_TRAINED, TRAJECTORY_FILE, LevelResult, finished_levels, level_dir
+from .imp import LevelResult, finished_levels
+from .paths import CHAIN_SETTINGS, MASK, TRAINED_WEIGHTS, TRAJECTORY_SETTINGS, level_dir
 from .masks import Mask
 from .pruning import prune, target_sparsity
 from .records import finished_metrics, read_json, write_json, write_result_dir
@@ -20,8 +21,6 @@ from .session import TaskSession
 from .weights import load_parameter_state, load_weights, parameter_state, save_weights
 
 KIND = "standard"
-CHAIN_FILE = "chain.json"
-MASK_FILE = "mask.safetensors"
 
 
 def chain_key(cfg: TrajectoryConfig, trajectory_key: str) -> str:
@@ -43,7 +42,7 @@ def run_standard(
     chain's content key (default: from the recipe and the trajectory's recorded key).
     """
     cfg.validate()
-    dense = os.path.join(level_dir(trajectory_dir, 0), DENSE_TRAINED)
+    dense = os.path.join(level_dir(trajectory_dir, 0), TRAINED_WEIGHTS)
     if not os.path.isfile(dense):
         raise TicketsError(f"standard pruning needs '{dense}' (level 0 of the trajectory), which does not exist")
     key = key or chain_key(cfg, _trajectory_key(trajectory_dir))
@@ -71,8 +70,8 @@ def _run_level(cfg: TrajectoryConfig, session: TaskSession, dense: str, out_dir:
         previous_weights, previous_keep = dense, None
     else:
         previous = level_dir(out_dir, level - 1)
-        previous_weights = os.path.join(previous, DENSE_TRAINED)
-        previous_keep = Mask.load(os.path.join(previous, MASK_FILE)).tensors
+        previous_weights = os.path.join(previous, TRAINED_WEIGHTS)
+        previous_keep = Mask.load(os.path.join(previous, MASK)).tensors
     load_parameter_state(session.model, load_weights(previous_weights))
     weights = {n: p.detach() for n, p in session.prunable.items()}
     sparsity = target_sparsity(level, cfg.rate, cfg.schedule)
@@ -84,8 +83,8 @@ def _run_level(cfg: TrajectoryConfig, session: TaskSession, dense: str, out_dir:
                    run_key=key)
 
     def fill(tmp: str) -> None:
-        mask.save(os.path.join(tmp, MASK_FILE))
-        save_weights(parameter_state(session.model), os.path.join(tmp, DENSE_TRAINED))
+        mask.save(os.path.join(tmp, MASK))
+        save_weights(parameter_state(session.model), os.path.join(tmp, TRAINED_WEIGHTS))
 
     directory = level_dir(out_dir, level)
     write_result_dir(directory, fill, metrics)
@@ -93,15 +92,15 @@ def _run_level(cfg: TrajectoryConfig, session: TaskSession, dense: str, out_dir:
 
 
 def _trajectory_key(trajectory_dir: str) -> str:
-    path = os.path.join(trajectory_dir, TRAJECTORY_FILE)
+    path = os.path.join(trajectory_dir, TRAJECTORY_SETTINGS)
     if not os.path.isfile(path):
-        raise TicketsError(f"'{trajectory_dir}' is not a trajectory folder (no {TRAJECTORY_FILE})")
+        raise TicketsError(f"'{trajectory_dir}' is not a trajectory folder (no {TRAJECTORY_SETTINGS})")
     return read_json(path)["content_key"]
 
 
 def _check_chain_folder(out_dir: str, key: str) -> None:
     """Record the chain's key in OUT, or fail when OUT holds a chain with another key."""
-    path = os.path.join(out_dir, CHAIN_FILE)
+    path = os.path.join(out_dir, CHAIN_SETTINGS)
     if os.path.isfile(path) and read_json(path)["content_key"] != key:
         raise TicketsError(f"'{out_dir}' holds a standard-pruning chain with other settings; use another --out")
     os.makedirs(out_dir, exist_ok=True)

@@ -1,44 +1,105 @@
-"""Fine-tuning backends (a registry): how a model is wrapped, stepped and kept exactly masked."""
+"""Fine-tuning backends (a registry of records): how a model is wrapped, stepped and kept exactly masked.
+
+A backend is a class with the `Backend` protocol; a new one is one module plus one record below. Backend modules are
+imported only when their backend is used, so this registry imports neither them nor the recipe settings.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib.util import find_spec
+from typing import TYPE_CHECKING, Callable
 
 from ..errors import TicketsError
-from .torch_backend import TorchBackend
+from .deepspeed_config import check_device, parse_settings
+from .protocol import Backend
 
-BACKENDS = {"torch": TorchBackend}
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
-if find_spec("deepspeed") is not None:  # deepspeed itself is imported only when a DeepSpeed run starts
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    """A registered backend: its name, a one-line help, how its class is imported, whether it can be imported on
+    this machine, and a check of a recipe's settings for it (None: it has none) that raises a TicketsError."""
+
+    name: str
+    help: str
+    load: Callable[[], type[Backend]]
+    available: Callable[[], bool]
+    check: Callable[[TrainConfig], None] | None = None
+
+
+def _torch_backend() -> type[Backend]:
+    from .torch_backend import TorchBackend
+
+    return TorchBackend
+
+
+def _deepspeed_backend() -> type[Backend]:
     from .deepspeed_backend import DeepSpeedBackend
 
-    BACKENDS["deepspeed"] = DeepSpeedBackend
+    return DeepSpeedBackend
+
+
+def _deepspeed_installed() -> bool:
+    return find_spec("deepspeed") is not None  # deepspeed itself is imported only when a DeepSpeed run starts
+
+
+def _check_deepspeed(cfg: TrainConfig) -> None:
+    import torch
+
+    check_device(parse_settings(cfg.deepspeed, cfg.batch_size, cfg.max_grad_norm), torch.cuda.is_available())
+
+
+BACKEND_REGISTRY: dict[str, BackendKind] = {
+    kind.name: kind
+    for kind in (
+        BackendKind("torch", "plain PyTorch: AdamW, linear schedule, on the GPU when there is one", _torch_backend,
+                    lambda: True),
+        BackendKind("deepspeed", "a single-process DeepSpeed engine (precision, ZeRO stage, accumulation, offload)",
+                    _deepspeed_backend, _deepspeed_installed, _check_deepspeed),
+    )
+}
+
+
+def backend_helps() -> dict[str, str]:
+    """Every backend choice of a recipe (`auto` first) with its one-line help."""
+    auto = "DeepSpeed on a machine with a GPU (where it is installed), plain PyTorch otherwise"
+    return {AUTO: auto, **{name: kind.help for name, kind in BACKEND_REGISTRY.items()}}
 
 
 def resolve_backend(name: str) -> str:
     """The backend `auto` means on this machine (DeepSpeed with a GPU, plain PyTorch on CPU), or `name` itself."""
-    if name != "auto":
+    if name != AUTO:
         return name
     import torch
 
-    return "deepspeed" if torch.cuda.is_available() and "deepspeed" in BACKENDS else "torch"
+    return "deepspeed" if torch.cuda.is_available() and BACKEND_REGISTRY["deepspeed"].available() else "torch"
 
 
-def get_backend(name: str):
+def backend_kind(name: str) -> BackendKind:
+    """The registered backend `name` means here (after resolving `auto`), if it can be imported on this machine."""
+    kind = BACKEND_REGISTRY.get(resolve_backend(name))
+    if kind is None or not kind.available():
+        available = sorted(n for n, k in BACKEND_REGISTRY.items() if k.available())
+        raise TicketsError(f"unknown or unavailable backend '{name}'; available: {AUTO}, {', '.join(available)}")
+    return kind
+
+
+def get_backend(name: str) -> type[Backend]:
     """The backend class registered under `name` (after resolving `auto`)."""
-    resolved = resolve_backend(name)
-    if resolved not in BACKENDS:
-        raise TicketsError(f"unknown or unavailable backend '{name}'; available: auto, {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[resolved]
+    return backend_kind(name).load()
 
 
-def check_backend(name: str, deepspeed: dict, batch_size: int, max_grad_norm: float) -> None:
-    """Raise a TicketsError, before any compute, when the backend or its DeepSpeed settings cannot run here."""
-    import torch
+def check_backend(cfg: TrainConfig) -> None:
+    """Raise a TicketsError, before any compute, when the recipe's backend or its settings cannot run here.
 
-    from .deepspeed_config import check_device, parse_settings
-
-    settings = parse_settings(deepspeed, batch_size, max_grad_norm)
-    get_backend(name)
-    if resolve_backend(name) == "deepspeed":
-        check_device(settings, torch.cuda.is_available())
+    The DeepSpeed settings are checked whichever backend is chosen: `auto` picks DeepSpeed on a machine with a GPU.
+    """
+    parse_settings(cfg.deepspeed, cfg.batch_size, cfg.max_grad_norm)
+    kind = backend_kind(cfg.backend)
+    if kind.check is not None:
+        kind.check(cfg)

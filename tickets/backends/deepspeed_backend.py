@@ -12,14 +12,17 @@ import copy
 import os
 import socket
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from ..config import TrainConfig
 from ..errors import TicketsError
 from .deepspeed_config import check_device, engine_config, parse_settings
 from .torch_backend import linear_schedule
+
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
 PORT_ATTEMPTS = 5

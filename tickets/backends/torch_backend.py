@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+if TYPE_CHECKING:
+    from ..config import TrainConfig
 
 
 # The fused AdamW kernel: on CPU about 2.5x faster than the default multi-tensor one, and, unlike it, no slower when

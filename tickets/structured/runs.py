@@ -15,20 +15,17 @@ from ..data import Collate, TaskData
 from ..errors import TicketsError
 from ..masks import Mask
 from ..models import load_tokenizer, model_id
-from ..pruning import check_fraction
+from ..paths import COMPACT_MODEL, GOOD_MASK, IMPORTANCE, MASK
 from ..records import finished_metrics, read_json, reusable_metrics, write_json, write_result_dir
 from ..session import TaskSession
-from . import STRUCTURED_STRATEGIES
+from ..settings import check, setting
+from . import get_structured_strategy, structured_strategy_helps
 from .compact import compact, export_compacted
 from .importance import Importance
-from .search import check_threshold, search
+from .search import search
 from .structure import Layout, Structure
 from .subnetworks import SUBNETWORKS, subnetwork
 
-GOOD_MASK = "good.safetensors"
-IMPORTANCE = "importance.json"
-MASK = "mask.safetensors"
-COMPACT_DIR = "compact"
 RETRAIN_KINDS = (*SUBNETWORKS, "full")
 
 
@@ -37,20 +34,18 @@ class SearchConfig:
     """One structured search: the recipe that fine-tunes the full model, then how structures are scored and pruned."""
 
     trajectory: TrajectoryConfig
-    strategy: str = "gradient-importance"
-    threshold: float = 0.9
-    head_fraction: float = 0.1
-    importance_samples: int | None = 256  # None: the whole first eval split, as Prasanna et al. did
+    strategy: str = setting("gradient-importance", "how heads and MLP blocks are scored",
+                            choices=structured_strategy_helps, label="structured strategy")
+    threshold: float = setting(0.9, "stop when the dev metric falls below this fraction of the full model's", gt=0,
+                               le=1)
+    head_fraction: float = setting(0.1, "fraction of the remaining heads pruned per step", gt=0, lt=1,
+                                   label="head fraction")
+    importance_samples: int | None = setting(256, "dev examples used to score heads and MLPs (null in a spec: the "
+                                                  "whole first eval split, as Prasanna et al. did)", gt=0)
 
     def validate(self) -> SearchConfig:
         """Raise a TicketsError naming the first bad setting; return self."""
-        check_threshold(self.threshold)
-        check_fraction(self.head_fraction, "head fraction")
-        if self.strategy not in STRUCTURED_STRATEGIES:
-            raise TicketsError(f"unknown structured strategy '{self.strategy}'; "
-                               f"choose one of {', '.join(sorted(STRUCTURED_STRATEGIES))}")
-        if self.importance_samples is not None and self.importance_samples <= 0:
-            raise TicketsError(f"importance_samples must be positive, got {self.importance_samples}")
+        check(self)
         self.trajectory.validate()
         return self
 
@@ -102,8 +97,9 @@ def run_search(
     session = TaskSession.open(cfg.trajectory)
     trained = session.train(session.full_mask(), progress=progress, description="full model")
     batches = importance_batches(session.data, cfg.importance_samples, cfg.trajectory.train.batch_size)
-    found = search(session.model, session.data, batches, STRUCTURED_STRATEGIES[cfg.strategy], session.task.main_metric,
-                   cfg.threshold, cfg.head_fraction, cfg.trajectory.train.eval_batch_size, on_step)
+    scorer = get_structured_strategy(cfg.strategy).importance
+    found = search(session.model, session.data, batches, scorer, session.task.main_metric, cfg.threshold,
+                   cfg.head_fraction, cfg.trajectory.train.eval_batch_size, on_step)
     layout = Layout.of(session.model)
     mask = found.structure.to_mask(_mask_metadata(session, "good", {
         "method": cfg.strategy, "threshold": cfg.threshold, "head_fraction": cfg.head_fraction}))
@@ -192,7 +188,7 @@ def run_retrain(
     def fill(tmp: str) -> None:
         mask.save(os.path.join(tmp, MASK))
         if export:
-            export_compacted(compact(session.model, structure), os.path.join(tmp, COMPACT_DIR), load_tokenizer(cfg.model))
+            export_compacted(compact(session.model, structure), os.path.join(tmp, COMPACT_MODEL), load_tokenizer(cfg.model))
 
     write_result_dir(out_dir, fill, metrics)
     return metrics

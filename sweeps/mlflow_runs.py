@@ -16,8 +16,8 @@ from dataclasses import asdict
 from cluster import conventions as cv
 from cluster import tracking
 from tickets.models import DEFAULT_MODEL
-from tickets.records import METRICS_FILE, finished_metrics
-from tickets.structured.runs import IMPORTANCE
+from tickets.paths import IMPORTANCE, METRICS
+from tickets.records import finished_metrics
 from tickets.tasks import get_task
 
 from .plan import STRUCTURED_SEARCH, Piece
@@ -100,7 +100,7 @@ def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str) -
         return False
     metrics = finished_metrics(result_dir)
     tracking.log_file_as(client, run_id, os.path.join(result_dir, mask_name(piece)), cv.mask_artifact_path(level))
-    tracking.log_file_as(client, run_id, os.path.join(result_dir, METRICS_FILE), cv.level_artifact_path(level))
+    tracking.log_file_as(client, run_id, os.path.join(result_dir, METRICS), cv.level_artifact_path(level))
     if piece.kind == STRUCTURED_SEARCH:
         tracking.log_file_as(client, run_id, os.path.join(result_dir, IMPORTANCE), IMPORTANCE)
     if "prunable_set" in metrics:

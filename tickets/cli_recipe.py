@@ -1,0 +1,50 @@
+"""The recipe flags every training command shares (`imp`, `branch`, `structured search/retrain`) and the recipe they
+give: the declared settings of a trajectory and its training recipe, the DeepSpeed flags, the output folder."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields, replace
+
+from .backends.deepspeed_config import read_config_file
+from .config import TrainConfig, TrajectoryConfig
+from .errors import TicketsError
+from .flags import add_flags, given
+
+RECIPE_SETTINGS = ("task", "model", "data_dir", "seed", "rewind", "rewind_head", "include_pooler")
+TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name != "deepspeed")
+DEEPSPEED_FLAGS = ("precision", "zero_stage", "grad_accum", "offload_optimizer")
+
+
+def add_recipe_args(parser: argparse.ArgumentParser) -> None:
+    """Add the recipe flags (trajectory and training settings, DeepSpeed), --out and --no-progress to `parser`."""
+    add_flags(parser, TrajectoryConfig, RECIPE_SETTINGS)
+    add_flags(parser, TrainConfig, TRAIN_SETTINGS)
+    deepspeed = parser.add_argument_group("DeepSpeed (backend deepspeed, or auto on a GPU)")
+    deepspeed.add_argument("--precision", help="fp32 (default), bf16 or fp16 (GPU only)")
+    deepspeed.add_argument("--zero-stage", type=int, help="ZeRO stage 0-3 (default 0)")
+    deepspeed.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (divides --batch-size)")
+    deepspeed.add_argument("--offload-optimizer", action="store_true", default=None, help="optimizer state on the CPU")
+    deepspeed.add_argument("--deepspeed-config", metavar="PATH",
+                           help="DeepSpeed JSON for further settings; its content is recorded in the recipe")
+    parser.add_argument("--out", required=True, help="output folder (re-running resumes it)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def recipe_from(args: argparse.Namespace, base: TrajectoryConfig) -> TrajectoryConfig:
+    """`base` with every flag the user gave applied over it."""
+    train = replace(base.train, **given(args, TrainConfig))
+    train = replace(train, deepspeed=_deepspeed_settings(args, train.deepspeed))
+    cfg = replace(base, **given(args, TrajectoryConfig), train=train)
+    if not cfg.task:
+        raise TicketsError("--task is required")
+    return cfg
+
+
+def _deepspeed_settings(args: argparse.Namespace, base: dict) -> dict:
+    """`base` DeepSpeed settings with the DeepSpeed flags applied (a --deepspeed-config file is read in)."""
+    settings = dict(base)
+    if getattr(args, "deepspeed_config", None):
+        settings["config"] = read_config_file(args.deepspeed_config)
+    settings.update({k: getattr(args, k) for k in DEEPSPEED_FLAGS if getattr(args, k, None) is not None})
+    return settings
