@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, create_model,
                       field_validator, model_validator)
 
-from tickets.branches import BRANCH_KINDS, get_branch_kind, DEFAULT_REINIT_SCOPE, REINIT_SCOPES
+from tickets.branches import BRANCH_KINDS, DEFAULT_REINIT_SCOPE, REINIT_SCOPES, branch_options, get_branch_kind
 from tickets.config import TrainConfig, TrajectoryConfig
 from tickets.errors import TicketsError
 from tickets.pruning import levels_for_sparsity, target_sparsity
@@ -137,7 +137,7 @@ class Branch(Strict):
 
     def options(self) -> dict:
         """The branch's settings beyond its kind, as the engine's BranchConfig takes them (empty when it has none)."""
-        return {"reinit_scope": self.reinit_scope} if self.kind == "random-reinit" else {}
+        return branch_options(self.kind, self.reinit_scope)
 
     @property
     def label(self) -> str:

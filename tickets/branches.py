@@ -72,13 +72,18 @@ class BranchConfig:
 
     def options(self) -> dict:
         """The branch's own settings beyond its kind (empty for kinds that have none)."""
-        return {"reinit_scope": self.reinit_scope} if self.kind == "random-reinit" else {}
+        return branch_options(self.kind, self.reinit_scope)
 
     def content_key(self) -> str:
         """A hash of the branch kind and options, the recipe and the mask's content."""
         mask = Mask.load(self.mask_path)
         return content_hash({"kind": self.kind, **self.options(), "trajectory": self.trajectory.identity(),
                              "mask": mask.content_hash()})
+
+
+def branch_options(kind: str, reinit_scope: str) -> dict:
+    """The settings of a branch of `kind` beyond its kind, as recorded and hashed (empty for kinds that have none)."""
+    return {"reinit_scope": reinit_scope} if kind == "random-reinit" else {}
 
 
 @dataclass(frozen=True)
