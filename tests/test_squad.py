@@ -1,9 +1,11 @@
 """SQuAD v1.1: the official EM/F1 on hand cases, windows and post-processing on real dev questions (a gold-span
 oracle), the loader, and IMP and transfer on the tiny random BERT."""
 
+import dataclasses
 import json
 import os
 import re
+import time
 
 import numpy as np
 import pytest
@@ -17,8 +19,12 @@ from tickets.errors import TicketsError
 from tickets.imp import level_dir, run_trajectory
 from tickets.metrics import compute_metrics
 from tickets.models import build_model, load_tokenizer
+from tickets.provenance import data_fingerprint
+from tickets.session import TaskSession
 from tickets.tasks import get_task
-from tickets.tasks.extractive_qa import MAX_ANSWER_TOKENS, encode_windows, predict_answers, read_squad_json
+from tickets.tasks.extractive_qa import (MAX_ANSWER_TOKENS, dev_split_part, encode_windows, predict_answers,
+                                         read_squad_json)
+from tickets.training import TrainResult
 
 DEV = SHARED_DATA / "squad" / "v1.1" / "dev-v1.1.json"
 SQUAD = get_task("squad")
@@ -203,3 +209,43 @@ def test_transfer_between_glue_and_squad_uses_a_fresh_head(tmp_path, tiny_recipe
     assert set(to_squad["metrics"]) == {"exact_match", "f1", "eval_loss"} and to_squad["head_init"] == "fresh"
     assert set(to_sst2["metrics"]) == {"accuracy", "eval_loss"} and to_sst2["head_init"] == "fresh"
     assert to_squad["sparsity"] == pytest.approx(0.2, abs=1e-3) and to_sst2["sparsity"] == pytest.approx(0.2, abs=1e-3)
+
+
+# --- the documented split of dev by article ---------------------------------------------------------------------
+
+
+def test_the_dev_split_is_by_article_into_disjoint_parts(dev):
+    trained, evaluated = dev_split_part(dev, evaluated=False), dev_split_part(dev, evaluated=True)
+    assert (len(trained), len(evaluated)) == (7649, 2921) and sorted(trained + evaluated) == list(range(10570))
+    titles = list(dict.fromkeys(dev.titles))
+    assert {dev.titles[i] for i in evaluated} == set(titles[::4]) and len(set(titles[::4])) == 12
+    assert not {dev.titles[i] for i in trained} & {dev.titles[i] for i in evaluated}
+
+
+def test_squad_dev_split_loads_from_the_dev_file_alone_and_is_flagged(tokenizer):
+    task = get_task("squad-dev-split")
+    assert task.dev_split and not SQUAD.dev_split and get_task("SQuAD_dev_split") is task
+    data = load_task_data(task, tokenizer, str(SHARED_DATA), 128, max_train_samples=40, max_eval_samples=30)
+    dev = read_squad_json(DEV)
+    evaluated_titles = set(list(dict.fromkeys(dev.titles))[::4])
+    assert len(data.train.questions) == 40 and not set(data.train.questions.titles) & evaluated_titles
+    assert data.evals["dev"].questions.ids == [dev.ids[i] for i in dev_split_part(dev, evaluated=True)][:30]
+    assert data_fingerprint(task, str(SHARED_DATA)) != data_fingerprint(get_task("sst2"), str(SHARED_DATA))
+    with pytest.raises(TicketsError, match="use the task 'squad-dev-split'"):
+        data_fingerprint(SQUAD, str(SHARED_DATA))
+
+
+def test_records_say_whether_results_compare_to_published_numbers(tiny_recipe):
+    split = TrajectoryConfig(task="squad-dev-split", model="tiny-random-bert", data_dir=str(SHARED_DATA),
+                             train=TrainConfig(max_seq_length=64, max_train_samples=8, max_eval_samples=8))
+    assert split.identity()["settings"]["task"] == "squad-dev-split"  # so its results never pass for squad's
+    for cfg, flagged in ((split, True), (tiny_recipe, False)):
+        session = TaskSession.open(cfg)
+        record = session.record(session.full_mask(), TrainResult(1, 0.5, 0.1, {}), 0, time.time())
+        assert record["not_comparable_to_published"] is flagged
+
+
+def test_a_kind_that_cannot_split_dev_refuses_a_dev_split_task(tokenizer):
+    task = dataclasses.replace(get_task("sst2"), name="sst2-dev-split", dev_split=True)
+    with pytest.raises(TicketsError, match="trains on a split of dev, which kind 'classification' cannot make"):
+        load_task_data(task, tokenizer, str(SHARED_DATA), 32)

@@ -82,6 +82,7 @@ def test_task_metrics():
         "wnli": (("accuracy",), "accuracy"),
         "mlm": (("masked_accuracy", "perplexity"), "masked_accuracy"),
         "squad": (("exact_match", "f1"), "f1"),
+        "squad-dev-split": (("exact_match", "f1"), "f1"),
     }
     assert {n: (t.metric_names, t.main_metric) for n, t in TASKS.items()} == expected
     assert (TASKS["stsb"].kind, TASKS["stsb"].num_labels) == ("regression", 1)

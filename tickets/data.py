@@ -85,6 +85,8 @@ def load_task_data(
     if tokenizer.pad_token_id is None:
         raise TicketsError("the tokenizer has no padding token")
     kind = get_kind(task.kind)
+    if task.dev_split and not kind.splits_dev:
+        raise TicketsError(f"task '{task.name}' trains on a split of dev, which kind '{task.kind}' cannot make")
     return kind.load(task, tokenizer, data_dir, max_seq_length, max_train_samples, max_eval_samples)
 
 

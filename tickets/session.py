@@ -100,4 +100,5 @@ class TaskSession:
             "results_version": RESULTS_VERSION,
             "head_init": getattr(self.model, "ticket_head_init", None),
             "dropped_train_rows": self.data.dropped_train_rows,
+            "not_comparable_to_published": self.task.dev_split,
         }

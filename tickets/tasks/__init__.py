@@ -52,6 +52,9 @@ TASKS: dict[str, Task] = {
              lower_is_better=("perplexity",), aliases=("wikitext",)),
         Task("squad", "squad/v1.1", "extractive_qa", 0, ("exact_match", "f1"), "f1", hub=("rajpurkar/squad", None),
              splits=(Split("train", "train-v1.1.json", "train"), Split("dev", "dev-v1.1.json", "validation"))),
+        Task("squad-dev-split", "squad/v1.1", "extractive_qa", 0, ("exact_match", "f1"), "f1", dev_split=True,
+             hub=("rajpurkar/squad", None),
+             splits=(Split("train", "dev-v1.1.json", "validation"), Split("dev", "dev-v1.1.json", "validation"))),
     )
 }
 LOWER_IS_BETTER = frozenset({"eval_loss", *(metric for task in TASKS.values() for metric in task.lower_is_better)})

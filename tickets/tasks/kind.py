@@ -15,6 +15,7 @@ class TaskKind:
 
     head = "AutoModelForSequenceClassification"  # the transformers Auto class of the model with this kind's head
     pretrained_head = False  # whether a checkpoint's own head of this kind is kept where the checkpoint has one
+    splits_dev = False  # whether it can train on part of a dev set and evaluate on the rest (Task.dev_split)
 
     def head_class(self):
         """The transformers Auto class that builds a model with this kind's head."""

@@ -43,6 +43,7 @@ class Task:
     columns: Columns | None = None
     lower_is_better: tuple[str, ...] = ()  # metrics of this task that are better when lower
     aliases: tuple[str, ...] = ()  # other names get_task accepts
+    dev_split: bool = False  # trains and evaluates on disjoint parts of the dev set: not comparable to published numbers
 
     @property
     def train_split(self) -> Split:
