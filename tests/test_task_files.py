@@ -10,6 +10,7 @@ from conftest import GLUE_DIR, SHARED_DATA
 from tickets.data import load_task_data
 from tickets.errors import TicketsError
 from tickets.models import load_tokenizer
+from tickets.provenance import data_fingerprint, provisional
 from tickets.tasks import LOWER_IS_BETTER, TASKS, get_kind, get_task
 from tickets.tasks.glue import read_glue_tsv
 
@@ -74,6 +75,12 @@ def test_every_registered_task_has_a_kind_with_its_head():
         assert get_kind(task.kind).head_class().__name__ == heads[task.kind], task.name
         assert task.main_metric in task.metric_names and task.train_split.name == "train" and task.eval_splits
     assert LOWER_IS_BETTER == {"eval_loss", "perplexity"}
+
+
+def test_every_task_has_a_hub_fingerprint():
+    with provisional():  # offline: the revision is named 'unresolved'
+        prints = {name: data_fingerprint(task, None) for name, task in TASKS.items()}
+    assert all(re.fullmatch(r"[0-9a-f]{16}", p) for p in prints.values()) and len(set(prints.values())) == len(prints)
 
 
 @pytest.mark.parametrize("kind", ["ranking", "glue", "task", "kind", "../tasks", "MLM"])

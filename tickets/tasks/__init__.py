@@ -50,10 +50,11 @@ TASKS: dict[str, Task] = {
              hub=("Salesforce/wikitext", "wikitext-2-raw-v1"),
              splits=(Split("train", "train.txt", "train"), Split("dev", "valid.txt", "validation")),
              lower_is_better=("perplexity",), aliases=("wikitext",)),
-        Task("squad", "squad/v1.1", "extractive_qa", 0, ("exact_match", "f1"), "f1", hub=("rajpurkar/squad", None),
+        Task("squad", "squad/v1.1", "extractive_qa", 0, ("exact_match", "f1"), "f1",
+             hub=("rajpurkar/squad", "plain_text"),
              splits=(Split("train", "train-v1.1.json", "train"), Split("dev", "dev-v1.1.json", "validation"))),
         Task("squad-dev-split", "squad/v1.1", "extractive_qa", 0, ("exact_match", "f1"), "f1", dev_split=True,
-             hub=("rajpurkar/squad", None),
+             hub=("rajpurkar/squad", "plain_text"),
              splits=(Split("train", "dev-v1.1.json", "validation"), Split("dev", "dev-v1.1.json", "validation"))),
     )
 }
