@@ -113,9 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     recipe = TrainConfig(batch_size=args.batch_size, learning_rate=1e-4, max_seq_length=args.seq_len)
     configs = {"torch fp32": dataclasses.replace(recipe, backend="torch")}
     for stage in (int(s) for s in args.zero_stages.split(",")):
-        settings = {"zero_stage": stage, "precision": args.precision}
         configs[f"deepspeed {args.precision} zero{stage}"] = dataclasses.replace(
-            recipe, backend="deepspeed", deepspeed=settings).validate()
+            recipe, backend="deepspeed", precision=args.precision, deepspeed={"zero_stage": stage}).validate()
 
     device = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.model_size} BERT ({n_params / 1e6:.1f}M parameters), batch {args.batch_size} x {args.seq_len} tokens, "

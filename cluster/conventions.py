@@ -31,6 +31,8 @@ TAG_PARENT_RUN = "mlflow.parentRunId"
 TAG_SUBNETWORK = "subnetwork"
 TAG_REINIT_SCOPE = "reinit_scope"  # random-reinit: which weights were redrawn (prunable, the default, or encoder)
 TAG_REWIND_POINT = "rewind_point"  # the spec's rewind point as written ("0", "5%=134": 5% of training = 134 steps)
+TAG_DEVICE = "device"  # where the trial trained: "cpu", "cuda:0"
+TAG_PRECISION = "precision"  # the precision it trained in: fp32, bf16, fp16
 
 RUN_KIND_TRAJECTORY = "trajectory"
 RUN_KIND_BRANCH = "branch"
@@ -38,6 +40,8 @@ RUN_KIND_STRUCTURED = "structured"
 SUBNETWORK_SEARCH = "search"
 
 METRIC_SPARSITY = "sparsity"
+METRIC_SAMPLES_PER_S = "samples_per_s"  # training samples per second of training steps, at step = level
+METRIC_PEAK_MEMORY_MB = "peak_memory_mb"  # peak allocated GPU memory while the level ran (GPU trials only)
 
 
 def mask_artifact_path(level: int) -> str:

@@ -19,6 +19,7 @@ from tickets.models import DEFAULT_MODEL
 from tickets.paths import IMPORTANCE, METRICS
 from tickets.records import finished_metrics
 from tickets.tasks import get_task
+from tickets.usage import Usage
 
 from .plan import STRUCTURED_SEARCH, Piece
 from .store import ResultsStore, mask_name
@@ -114,6 +115,16 @@ def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str) -
     return True
 
 
+def log_usage(client, run_id: str, level: int, used: Usage) -> None:
+    """Log the device and precision a level trained with (tags) and its throughput and peak GPU memory (metrics)."""
+    client.set_tag(run_id, cv.TAG_DEVICE, used.device)
+    client.set_tag(run_id, cv.TAG_PRECISION, used.precision)
+    values = {cv.METRIC_SAMPLES_PER_S: used.samples_per_s}
+    if used.peak_memory_mb is not None:
+        values[cv.METRIC_PEAK_MEMORY_MB] = used.peak_memory_mb
+    tracking.log_step(client, run_id, level, values)
+
+
 def structured_values(piece: Piece, metrics: dict) -> dict[str, float]:
     """The size of a structured run's subnetwork (a search's: of its good subnetwork, prefixed `good_`) and, for a
     search, the full model's metric and the good subnetwork's before retraining."""
@@ -163,6 +174,13 @@ class TrialRecorder:
     def started(self) -> None:
         """Mark the run RUNNING."""
         self._call(lambda: self.client.update_run(self.run_id, status="RUNNING"))
+
+    def usage(self, level: int, used: Usage | None) -> None:
+        """Log what training used for `level` (nothing when it trained nothing): tags `device` and `precision`,
+        metrics `samples_per_s` and, on a GPU, `peak_memory_mb`, at step = level."""
+        if used is None:
+            return
+        self._call(lambda: log_usage(self.client, self.run_id, level, used))
 
     def level(self, piece: Piece, level: int, result_dir: str) -> None:
         """Log one finished level (no-op when already logged)."""

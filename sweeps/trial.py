@@ -2,8 +2,10 @@
 of one of its subnetworks) into the results store.
 
 Every finished level is reported to Tune with a checkpoint of its small files (masks and metrics, no weights) and
-logged to MLflow from the worker. A retried trial (FailureConfig) re-enters the engine, which skips the levels already
-finished on disk and resumes at the first unfinished one.
+logged to MLflow from the worker, with what its training used (device, precision, samples/s, peak GPU memory). A
+retried trial (FailureConfig) re-enters the engine, which skips the levels already finished on disk and resumes at the
+first unfinished one. A trial trains on the GPU Ray assigned it (several trials may share one: fractional `gpus`), or
+on the CPU when it was assigned none, and frees that device's cached memory when it ends (workers are reused).
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import os
 import shutil
 import tempfile
 
+import torch
+
 from tickets.branches import BranchConfig, run_branch
+from tickets.devices import pick_device, release_memory, use_device
 from tickets.imp import LevelResult, run_trajectory
 from tickets.paths import REWIND_POINT_WEIGHTS, TRAINED_WEIGHTS
 from tickets.standard import run_standard
 from tickets.structured.runs import SearchConfig, run_retrain, run_search
+from tickets.usage import METER
 
 from .plan import STRUCTURED_SEARCH, Piece
 from .store import ResultsStore
@@ -32,12 +38,31 @@ def trial_config(piece: Piece, store: ResultsStore, tracking_uri: str, run_id: s
             "tracking_uri": tracking_uri, "run_id": run_id}
 
 
+def trial_device() -> torch.device:
+    """The device this Ray trial trains on: the GPU Ray assigned it, numbered among the visible ones, or the CPU."""
+    import ray
+
+    return pick_device(torch.cuda.device_count() if torch.cuda.is_available() else 0, ray.get_gpu_ids(),
+                       os.environ.get("CUDA_VISIBLE_DEVICES"))
+
+
 def run_piece(config: dict) -> None:
-    """Tune function trainable: run the piece in `config`, reporting and logging each finished level."""
+    """Tune function trainable: run the piece in `config` on the trial's device, reporting and logging each finished
+    level."""
+    device = trial_device()
+    try:
+        with use_device(device):
+            _run_piece(config)
+    finally:
+        release_memory(device)
+
+
+def _run_piece(config: dict) -> None:
     import ray
     from ray import tune
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)
+    METER.take()  # what an earlier trial on this worker left uncounted
     piece = Piece.from_dict(config["piece"])
     store = ResultsStore(config["storage"])
     store.check_shared(config["storage_id"])
@@ -51,6 +76,7 @@ def run_piece(config: dict) -> None:
 
     def finished(level: int, metrics: dict, reused: bool) -> None:
         result_dir = store.result_dir(piece, level)
+        recorder.usage(level, METER.take())
         recorder.level(piece, level, result_dir)
         report = {
             "piece_key": piece.key, "kind": piece.kind, "level": level, "sparsity": metrics["sparsity"],

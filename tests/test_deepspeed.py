@@ -87,7 +87,9 @@ OPTIMIZERS = {0: "AdamW", 1: "DeepSpeedZeroOptimizer", 2: "DeepSpeedZeroOptimize
 def test_pruned_weights_exactly_zero_in_model_and_fp32_masters_after_every_step(sst2, settings):
     model, params, keep = masked_model()
     env_before = {k: os.environ.get(k) for k in DIST_ENV}
-    cfg = TrainConfig(batch_size=8, learning_rate=5e-3, weight_decay=0.1, backend="deepspeed", deepspeed=settings)
+    engine = {k: v for k, v in settings.items() if k != "precision"}
+    cfg = TrainConfig(batch_size=8, learning_rate=5e-3, weight_decay=0.1, backend="deepspeed",
+                      precision=settings.get("precision", "fp32"), deepspeed=engine)
     backend = DeepSpeedBackend(model, cfg, 8, masked_pairs(params, keep))
     try:
         low = torch.bfloat16 if settings.get("precision") == "bf16" else torch.float32
@@ -166,8 +168,8 @@ def test_gradient_accumulation_matches_one_full_batch(sst2):
 
 def test_zero3_bf16_trajectory_levels_in_one_process_and_resume(tmp_path, tiny_recipe):
     """Consecutive levels re-initialise DeepSpeed in one process; a resumed run restores mask and rewind point."""
-    train = dataclasses.replace(tiny_recipe.train, backend="deepspeed",
-                                deepspeed={"zero_stage": 3, "precision": "bf16", "config": PARTITIONED})
+    train = dataclasses.replace(tiny_recipe.train, backend="deepspeed", precision="bf16",
+                                deepspeed={"zero_stage": 3, "config": PARTITIONED})
     cfg = dataclasses.replace(tiny_recipe, levels=1, rewind=1, train=train)
     out = str(tmp_path / "traj")
     first = run_trajectory(cfg, out, progress=False)
@@ -183,7 +185,8 @@ def test_zero3_bf16_trajectory_levels_in_one_process_and_resume(tmp_path, tiny_r
 @pytest.mark.parametrize(
     "settings, needles",
     [
-        ({"precision": "fp8"}, ["precision", "fp8"]),
+        ({"precision": "bf16"}, ["precision is a recipe setting", "--precision"]),
+        ({"config": {"bf16": {"enabled": True}}}, ["enables bf16", "recipe's precision is fp32"]),
         ({"zero_stage": 4}, ["ZeRO stage", "4"]),
         ({"grad_accum": 3}, ["grad_accum 3", "batch_size 16"]),
         ({"micro_batch_size": 0}, ["micro_batch_size"]),
@@ -209,9 +212,10 @@ def test_invalid_json_file_and_fp16_on_cpu(tmp_path):
     with pytest.raises(TicketsError, match="not valid JSON"):
         TrainConfig(backend="deepspeed", deepspeed={"config": str(bad)}).validate()
     if not torch.cuda.is_available():
-        with pytest.raises(TicketsError, match="fp16 needs a GPU"):
-            TrainConfig(backend="deepspeed", deepspeed={"precision": "fp16"}).validate()
-        TrainConfig(backend="auto", deepspeed={"precision": "fp16"}).validate()  # auto means torch here
+        with pytest.raises(TicketsError, match="fp16 needs DeepSpeed on a GPU"):
+            TrainConfig(backend="deepspeed", precision="fp16").validate()
+        with pytest.raises(TicketsError, match="fp16 needs the deepspeed backend on a GPU"):
+            TrainConfig(backend="auto", precision="fp16").validate()  # auto means torch here
 
 
 def test_cli_deepspeed_flags_reach_the_recipe_and_fail_in_one_line(tmp_path):

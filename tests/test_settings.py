@@ -113,6 +113,7 @@ def test_every_flag_keeps_its_name():
     recipe = imp_recipe(args)
     assert (recipe.train.learning_rate, recipe.rewind_head, recipe.include_pooler, recipe.method) == \
         (0.5, False, False, "random")
-    assert recipe.train.deepspeed == {"precision": "bf16", "zero_stage": 2, "grad_accum": 2, "offload_optimizer": True}
+    assert recipe.train.precision == "bf16"
+    assert recipe.train.deepspeed == {"zero_stage": 2, "grad_accum": 2, "offload_optimizer": True}
     assert build_parser().parse_args(["imp", "--task", "sst2", "--out", "x", "--include-pooler", "--levels", "2"]) \
         .include_pooler is True

@@ -100,6 +100,10 @@ def test_four_trial_sweep_logs_runs_tags_metrics_and_masks(four_trials, tmp_path
     assert sorted(m.step for m in history) == [0, 1, 2]
     assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([0.0, 0.2, 0.4], abs=1e-3)
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "accuracy")) == [0, 1, 2]
+    assert (tags[cv.TAG_DEVICE], tags[cv.TAG_PRECISION]) == ("cpu", "fp32")  # what the trial trained with
+    throughput = client.get_metric_history(run.info.run_id, cv.METRIC_SAMPLES_PER_S)
+    assert sorted(m.step for m in throughput) == [0, 1, 2] and all(m.value > 0 for m in throughput)
+    assert not client.get_metric_history(run.info.run_id, cv.METRIC_PEAK_MEMORY_MB)  # GPU trials only
     artifacts = {f.path for folder in ("masks", "levels") for f in client.list_artifacts(run.info.run_id, folder)}
     assert artifacts == {cv.mask_artifact_path(lv) for lv in range(3)} | {cv.level_artifact_path(lv) for lv in range(3)}
     local = client.download_artifacts(run.info.run_id, cv.mask_artifact_path(2), str(tmp_path))

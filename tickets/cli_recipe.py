@@ -13,7 +13,7 @@ from .flags import add_flags, given
 
 RECIPE_SETTINGS = ("task", "model", "data_dir", "seed", "rewind", "rewind_head", "include_pooler")
 TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name != "deepspeed")
-DEEPSPEED_FLAGS = ("precision", "zero_stage", "grad_accum", "offload_optimizer")
+DEEPSPEED_FLAGS = ("zero_stage", "grad_accum", "offload_optimizer")
 
 
 def add_recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,6 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, TrajectoryConfig, RECIPE_SETTINGS)
     add_flags(parser, TrainConfig, TRAIN_SETTINGS)
     deepspeed = parser.add_argument_group("DeepSpeed (backend deepspeed, or auto on a GPU)")
-    deepspeed.add_argument("--precision", help="fp32 (default), bf16 or fp16 (GPU only)")
     deepspeed.add_argument("--zero-stage", type=int, help="ZeRO stage 0-3 (default 0)")
     deepspeed.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (divides --batch-size)")
     deepspeed.add_argument("--offload-optimizer", action="store_true", default=None, help="optimizer state on the CPU")

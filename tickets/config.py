@@ -7,7 +7,7 @@ import json
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 
 from . import RESULTS_VERSION
-from .backends import backend_helps, check_backend
+from .backends import PRECISIONS, backend_helps, check_backend
 from .pruning import SCHEDULES, pruning_method_helps, target_sparsity
 from .settings import check, setting
 
@@ -33,7 +33,8 @@ class TrainConfig:
     eval_batch_size: int = setting(64, "examples per evaluation batch", gt=0)
     eval_every: int = setting(0, "also evaluate every N optimizer steps (0: only after training)", ge=0)
     backend: str = setting("torch", "fine-tuning backend", choices=backend_helps)
-    deepspeed: dict = setting(help="DeepSpeed settings: precision, zero_stage, grad_accum or micro_batch_size, "
+    precision: str = setting("fp32", "training precision", choices=PRECISIONS)
+    deepspeed: dict = setting(help="DeepSpeed settings: zero_stage, grad_accum or micro_batch_size, "
                                    "offload_optimizer, config (see tickets.backends.deepspeed_config)",
                               default_factory=dict)
 

@@ -14,6 +14,7 @@ from .backends import get_backend
 from .config import TrainConfig
 from .data import TaskData, training_batches
 from .evaluation import evaluate
+from .usage import METER
 from .weights import parameter_state
 
 
@@ -62,7 +63,8 @@ def fine_tune(
     """Train `model` in place with the recipe, keeping masked weights exactly zero; evaluate at the end.
 
     With `capture_at` = k, the weights after k optimizer steps are returned in `captured` (k = 0: before training).
-    The backend may train on an accelerator; the model is back on its own device when this returns.
+    The backend trains on the run's device (tickets.devices); the model is back on its own device when this returns.
+    The training samples and the seconds their steps took are added to the process's usage meter (tickets.usage).
     """
     torch.manual_seed(seed)
     steps = total_steps(data, cfg)
@@ -71,7 +73,7 @@ def fine_tune(
     try:
         captured = _snapshot(backend, home) if capture_at == 0 else None
         history: list[dict] = []
-        loss_sum, step = 0.0, 0
+        loss_sum, step, samples, aside = torch.zeros((), dtype=torch.float64, device=backend.device), 0, 0, 0.0
         started = time.perf_counter()
         bar = tqdm(total=steps, desc=description, disable=not progress, leave=False)
         model.train()
@@ -79,23 +81,33 @@ def fine_tune(
             for micro, share in micro_batches(batch, backend.accumulation):
                 loss = backend.forward(micro)
                 backend.backward(loss * share)
-                loss_sum += float(loss.detach()) * share
+                loss_sum += loss.detach().double() * share  # on the device: no host round trip per step
             backend.step()
             step += 1
+            samples += len(next(iter(batch.values())))
             bar.update(1)
-            bar.set_postfix(loss=f"{loss_sum / step:.4f}")
-            if capture_at is not None and step == capture_at:
-                captured = _snapshot(backend, home)
-            if cfg.eval_every and step % cfg.eval_every == 0 and step < steps:
-                history.append({"step": step, **evaluate(backend.unwrap(), data, cfg.eval_batch_size)})
-                model.train()
+            if progress:
+                bar.set_postfix(loss=f"{float(loss_sum) / step:.4f}")
+            capture = capture_at is not None and step == capture_at
+            check = cfg.eval_every and step % cfg.eval_every == 0 and step < steps
+            if capture or check:
+                float(loss_sum)  # the queued steps finish first: their time is training time
+                paused = time.perf_counter()
+                if capture:
+                    captured = _snapshot(backend, home)
+                if check:
+                    history.append({"step": step, **evaluate(backend.unwrap(), data, cfg.eval_batch_size)})
+                    model.train()
+                aside += time.perf_counter() - paused
+        train_loss = float(loss_sum) / max(1, step)  # waits for the last step
+        METER.add(backend.device, cfg.precision, samples, time.perf_counter() - started - aside)
         bar.close()
         metrics = evaluate(backend.unwrap(), data, cfg.eval_batch_size)
     finally:
         backend.close()
         model.to(home)
     history.append({"step": step, **metrics})
-    return TrainResult(step, loss_sum / max(1, step), time.perf_counter() - started, metrics, history, captured)
+    return TrainResult(step, train_loss, time.perf_counter() - started, metrics, history, captured)
 
 
 def _snapshot(backend, device: torch.device) -> dict[str, torch.Tensor]:

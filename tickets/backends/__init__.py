@@ -11,13 +11,19 @@ from importlib.util import find_spec
 from typing import TYPE_CHECKING, Callable
 
 from ..errors import TicketsError
-from .deepspeed_config import check_device, parse_settings
+from .deepspeed_config import check_device, recipe_settings
 from .protocol import Backend
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
 AUTO = "auto"
+PRECISIONS = {
+    "fp32": "float32 throughout (TF32 matrix multiplications on a GPU)",
+    "bf16": "bfloat16 compute, float32 weights: autocast (torch backend), or DeepSpeed's bf16 engine with float32 "
+            "masters",
+    "fp16": "float16 with loss scaling: DeepSpeed on a GPU only",
+}
 
 
 @dataclass(frozen=True)
@@ -48,17 +54,23 @@ def _deepspeed_installed() -> bool:
     return find_spec("deepspeed") is not None  # deepspeed itself is imported only when a DeepSpeed run starts
 
 
+def _check_torch(cfg: TrainConfig) -> None:
+    if cfg.precision == "fp16":
+        raise TicketsError("precision fp16 needs the deepspeed backend on a GPU (loss scaling); the torch backend "
+                           "trains in fp32 or bf16")
+
+
 def _check_deepspeed(cfg: TrainConfig) -> None:
     import torch
 
-    check_device(parse_settings(cfg.deepspeed, cfg.batch_size, cfg.max_grad_norm), torch.cuda.is_available())
+    check_device(recipe_settings(cfg), torch.cuda.is_available())
 
 
 BACKEND_REGISTRY: dict[str, BackendKind] = {
     kind.name: kind
     for kind in (
-        BackendKind("torch", "plain PyTorch: AdamW, linear schedule, on the GPU when there is one", _torch_backend,
-                    lambda: True),
+        BackendKind("torch", "plain PyTorch: AdamW, linear schedule, on the GPU when there is one (bf16: autocast)",
+                    _torch_backend, lambda: True, _check_torch),
         BackendKind("deepspeed", "a single-process DeepSpeed engine (precision, ZeRO stage, accumulation, offload)",
                     _deepspeed_backend, _deepspeed_installed, _check_deepspeed),
     )
@@ -72,12 +84,13 @@ def backend_helps() -> dict[str, str]:
 
 
 def resolve_backend(name: str) -> str:
-    """The backend `auto` means on this machine (DeepSpeed with a GPU, plain PyTorch on CPU), or `name` itself."""
+    """The backend `auto` means here (DeepSpeed when the run's device is a GPU, plain PyTorch on CPU), or `name`."""
     if name != AUTO:
         return name
-    import torch
+    from ..devices import training_device
 
-    return "deepspeed" if torch.cuda.is_available() and BACKEND_REGISTRY["deepspeed"].available() else "torch"
+    on_gpu = training_device().type == "cuda"
+    return "deepspeed" if on_gpu and BACKEND_REGISTRY["deepspeed"].available() else "torch"
 
 
 def backend_kind(name: str) -> BackendKind:
@@ -99,7 +112,7 @@ def check_backend(cfg: TrainConfig) -> None:
 
     The DeepSpeed settings are checked whichever backend is chosen: `auto` picks DeepSpeed on a machine with a GPU.
     """
-    parse_settings(cfg.deepspeed, cfg.batch_size, cfg.max_grad_norm)
+    recipe_settings(cfg)
     kind = backend_kind(cfg.backend)
     if kind.check is not None:
         kind.check(cfg)

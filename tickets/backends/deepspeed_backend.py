@@ -12,13 +12,15 @@ import copy
 import os
 import socket
 from functools import partial
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from ..devices import allow_tf32, to_device, training_device
 from ..errors import TicketsError
-from .deepspeed_config import check_device, engine_config, parse_settings
+from .deepspeed_config import check_device, engine_config, recipe_settings
 from .torch_backend import linear_schedule
 
 if TYPE_CHECKING:
@@ -98,14 +100,26 @@ class SingleProcessGroup:
                 os.environ[key] = value
 
 
+def engine_device_rank(deepspeed, device: torch.device) -> int:
+    """The device index DeepSpeed's engine is to use for the run's `device` (a TicketsError where its accelerator
+    cannot train there)."""
+    accelerator = deepspeed.accelerator.get_accelerator().device_name()
+    if accelerator != device.type:
+        raise TicketsError(f"the deepspeed backend trains on DeepSpeed's accelerator ({accelerator}), but this run's "
+                           f"device is {device}; use the torch backend there")
+    return device.index or 0
+
+
 class DeepSpeedBackend:
-    """Trains a replica of the model with a DeepSpeed engine (AdamW, linear schedule); masks stay exactly zero."""
+    """Trains a replica of the model with a DeepSpeed engine (AdamW, linear schedule) on the run's device; masks stay
+    exactly zero."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int,
                  masked: list[tuple[nn.Parameter, torch.Tensor]]):
         deepspeed = import_deepspeed()
-        settings = parse_settings(cfg.deepspeed, cfg.batch_size, cfg.max_grad_norm)
+        settings = recipe_settings(cfg)
         check_device(settings, torch.cuda.is_available())
+        device_rank = engine_device_rank(deepspeed, training_device())
         names = {id(p): n for n, p in model.named_parameters()}
         missing = [p for p, _ in masked if id(p) not in names]
         if missing:
@@ -124,21 +138,23 @@ class DeepSpeedBackend:
             schedule = partial(linear_schedule, warmup_steps=warmup, total_steps=total_steps)
             with torch.random.fork_rng():
                 self.engine, self.optimizer, _, _ = deepspeed.initialize(
-                    model=replica, optimizer=optimizer, lr_scheduler=schedule,
-                    config=engine_config(settings, cfg.batch_size, cfg.max_grad_norm))
+                    args=SimpleNamespace(device_rank=device_rank), model=replica, optimizer=optimizer,
+                    lr_scheduler=schedule, config=engine_config(settings, cfg.batch_size, cfg.max_grad_norm))
         except BaseException:
             self.group.close()
             raise
         self.device = self.engine.device
+        allow_tf32(self.device)
         self.replica_params = dict(self.engine.module.named_parameters())
         self.pruned = [(self.replica_params[names[id(p)]], (keep == 0).to(self.device)) for p, keep in masked]
         self.hooks = [param.register_hook(partial(_zero_pruned_grad, pruned)) for param, pruned in self.pruned]
         self.fp32_of = _unfused_masters(self.optimizer)
+        self.fragments = _pruned_fragments(self.pruned)
         self.apply_masks()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The training loss of one micro-batch."""
-        return self.engine(**{k: v.to(self.device) for k, v in batch.items()}).loss
+        return self.engine(**to_device(batch, self.device)).loss
 
     def backward(self, loss: torch.Tensor) -> None:
         """Accumulate the gradients of `loss` (already weighted by the caller); pruned entries get zero gradient."""
@@ -158,11 +174,8 @@ class DeepSpeedBackend:
                 _zero_zero3(param, pruned, rank)
             else:
                 param.masked_fill_(pruned, 0)
-            mapping = getattr(param, "_hp_mapping", None)
-            if mapping is not None:
-                address = mapping.lp_fragment_address
-                fragment = mapping.hp_fragment
-                fragment.masked_fill_(pruned.view(-1).narrow(0, address.start, address.numel).to(fragment.device), 0)
+            if id(param) in self.fragments:
+                param._hp_mapping.hp_fragment.masked_fill_(self.fragments[id(param)], 0)
             if id(param) in self.fp32_of:
                 self.fp32_of[id(param)].masked_fill_(pruned, 0)
 
@@ -199,7 +212,7 @@ class DeepSpeedBackend:
             self.engine.destroy()
         finally:
             self.engine = self.optimizer = None
-            self.replica_params, self.pruned, self.fp32_of, self.hooks = {}, [], {}, []
+            self.replica_params, self.pruned, self.fp32_of, self.fragments, self.hooks = {}, [], {}, {}, []
             self.group.close()
             self.group = None
         if self.device.type == "cuda":
@@ -226,6 +239,18 @@ def _zero_zero3(param: nn.Parameter, pruned: torch.Tensor, rank: int) -> None:
         fp32 = fp32.clone()
         fp32.view(-1)[: part.numel()].masked_fill_(part, 0)
         safe_set_local_fp32_param(param, fp32)
+
+
+def _pruned_fragments(pruned: list[tuple[nn.Parameter, torch.Tensor]]) -> dict[int, torch.Tensor]:
+    """For each parameter whose fp32 master is a fragment of a ZeRO 1/2 partition (by id): the pruned entries of that
+    fragment, on the fragment's device (the CPU with optimizer offload), so no step copies a mask."""
+    fragments = {}
+    for param, mask in pruned:
+        mapping = getattr(param, "_hp_mapping", None)
+        if mapping is not None:
+            address = mapping.lp_fragment_address
+            fragments[id(param)] = mask.view(-1).narrow(0, address.start, address.numel).to(mapping.hp_fragment.device)
+    return fragments
 
 
 def _unfused_masters(optimizer) -> dict[int, torch.Tensor]:

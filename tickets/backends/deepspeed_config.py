@@ -1,9 +1,9 @@
 """DeepSpeed settings of a recipe (`TrainConfig.deepspeed`): checked before any compute, turned into an engine config.
 
-Keys: `precision` (fp32, bf16, fp16), `zero_stage` (0-3), `grad_accum` or `micro_batch_size` (the recipe's
-`batch_size` is the effective batch), `offload_optimizer` (bool), and `config`: a DeepSpeed JSON (a dict, or the
-path of a file) for everything else. The named keys win over the JSON. The recipe owns the optimizer (AdamW), the
-learning-rate schedule, gradient clipping and the batch size, so a JSON may not set them differently.
+Keys: `zero_stage` (0-3), `grad_accum` or `micro_batch_size` (the recipe's `batch_size` is the effective batch),
+`offload_optimizer` (bool), and `config`: a DeepSpeed JSON (a dict, or the path of a file) for everything else. The
+named keys win over the JSON. The recipe owns the optimizer (AdamW), the learning-rate schedule, gradient clipping,
+the batch size and the precision (`TrainConfig.precision`), so a JSON may not set them differently.
 """
 
 from __future__ import annotations
@@ -11,19 +11,22 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..errors import TicketsError
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+if TYPE_CHECKING:
+    from ..config import TrainConfig
+
 ZERO_STAGES = (0, 1, 2, 3)
-KEYS = ("precision", "zero_stage", "grad_accum", "micro_batch_size", "offload_optimizer", "config")
+KEYS = ("zero_stage", "grad_accum", "micro_batch_size", "offload_optimizer", "config")
 RECIPE_OWNED = ("optimizer", "scheduler")
 DS_BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
 
 
 @dataclass(frozen=True)
 class DeepSpeedSettings:
-    """Checked DeepSpeed settings of one recipe."""
+    """Checked DeepSpeed settings of one recipe (its precision included)."""
 
     precision: str = "fp32"
     zero_stage: int = 0
@@ -46,11 +49,20 @@ def read_config_file(path: str) -> dict:
     return data
 
 
-def parse_settings(settings: dict, batch_size: int, max_grad_norm: float) -> DeepSpeedSettings:
-    """Check `TrainConfig.deepspeed` against the recipe; raise a TicketsError naming the first problem."""
+def recipe_settings(cfg: TrainConfig) -> DeepSpeedSettings:
+    """The checked DeepSpeed settings of a recipe, its precision included (a TicketsError names the first problem)."""
+    return parse_settings(cfg.deepspeed, cfg.batch_size, cfg.max_grad_norm, cfg.precision)
+
+
+def parse_settings(settings: dict, batch_size: int, max_grad_norm: float, precision: str) -> DeepSpeedSettings:
+    """Check `TrainConfig.deepspeed` against the recipe (its batch size, clipping and precision); raise a TicketsError
+    naming the first problem."""
     if not isinstance(settings, dict):
         raise TicketsError(f"DeepSpeed settings must be a mapping of {', '.join(KEYS)}, not {type(settings).__name__}")
     unknown = sorted(set(settings) - set(KEYS))
+    if "precision" in unknown:
+        raise TicketsError("precision is a recipe setting, not a DeepSpeed one: give --precision (spec: "
+                           "training.precision)")
     if unknown:
         raise TicketsError(f"unknown DeepSpeed setting '{unknown[0]}'; known: {', '.join(KEYS)}")
     base = settings.get("config") or {}
@@ -62,9 +74,10 @@ def parse_settings(settings: dict, batch_size: int, max_grad_norm: float) -> Dee
             raise TicketsError(f"the DeepSpeed config sets '{key}', but the recipe owns it (AdamW with a linear "
                                f"schedule); remove it from the DeepSpeed config")
     zero = base.get("zero_optimization") or {}
-    precision = settings.get("precision", _json_precision(base))
-    if precision not in PRECISIONS:
-        raise TicketsError(f"DeepSpeed precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
+    declared = _json_precision(base)
+    if declared not in ("fp32", precision):
+        raise TicketsError(f"the DeepSpeed config enables {declared}, but the recipe's precision is "
+                           f"{precision}; set the recipe's precision (--precision, spec training.precision) instead")
     stage = settings.get("zero_stage", zero.get("stage", 0))
     if isinstance(stage, bool) or stage not in ZERO_STAGES:
         raise TicketsError(f"DeepSpeed ZeRO stage must be 0, 1, 2 or 3, got {stage!r}")
@@ -82,7 +95,7 @@ def parse_settings(settings: dict, batch_size: int, max_grad_norm: float) -> Dee
 def check_device(settings: DeepSpeedSettings, cuda: bool) -> None:
     """Raise a TicketsError when this machine cannot run `settings` (fp16 needs a GPU)."""
     if settings.precision == "fp16" and not cuda:
-        raise TicketsError("DeepSpeed precision fp16 needs a GPU (not supported on CPU); use bf16 or fp32")
+        raise TicketsError("precision fp16 needs DeepSpeed on a GPU (not supported on CPU); use bf16 or fp32")
 
 
 def engine_config(settings: DeepSpeedSettings, batch_size: int, max_grad_norm: float) -> dict:

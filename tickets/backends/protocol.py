@@ -14,11 +14,13 @@ if TYPE_CHECKING:
 class Backend(Protocol):
     """Trains one model with one recipe for a fixed number of optimizer steps, keeping pruned weights exactly zero.
 
-    Per optimizer step the loop calls `forward` and `backward` once per micro-batch (`accumulation` of them, each loss
-    already weighted by its share of the batch), then `step` once; `unwrap` may come at any step, `close` comes last.
+    It trains on the run's device (`tickets.devices.training_device()`) in the recipe's precision. Per optimizer step
+    the loop calls `forward` and `backward` once per micro-batch (`accumulation` of them, each loss already weighted
+    by its share of the batch), then `step` once; `unwrap` may come at any step, `close` comes last.
     """
 
     accumulation: int
+    device: torch.device
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int,
                  masked: list[tuple[nn.Parameter, torch.Tensor]]) -> None:

@@ -1,4 +1,5 @@
-"""Plain PyTorch fine-tuning: AdamW, linear warmup/decay over the level's own steps, gradient clipping."""
+"""Plain PyTorch fine-tuning: AdamW, linear warmup/decay over the level's own steps, gradient clipping; on the run's
+device (tickets.devices), in float32 (TF32 matrix multiplications on a GPU) or under bfloat16 autocast."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ..devices import allow_tf32, to_device, training_device
+
 if TYPE_CHECKING:
     from ..config import TrainConfig
 
@@ -14,6 +17,7 @@ if TYPE_CHECKING:
 # The fused AdamW kernel: on CPU about 2.5x faster than the default multi-tensor one, and, unlike it, no slower when
 # many gradients are exactly zero (pruned weights), which made masked steps 20-30% slower (bench/masking_overhead.py).
 FUSED_DEVICES = ("cpu", "cuda")
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int):
@@ -28,15 +32,18 @@ def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_s
 
 
 class TorchBackend:
-    """Trains a model in place (on the GPU when there is one) with a fresh AdamW and a full schedule.
+    """Trains a model in place on the run's device with a fresh AdamW and a full schedule, in the recipe's precision.
 
-    Keeps pruned weights exactly zero. `accumulation` is the number of micro-batches per optimizer step (always 1).
+    Keeps pruned weights exactly zero; the masks live on the device. `accumulation` is the number of micro-batches per
+    optimizer step (always 1).
     """
 
     accumulation = 1
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, total_steps: int, masked: list[tuple[nn.Parameter, torch.Tensor]]):
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = training_device()
+        allow_tf32(self.device)
+        self.autocast = AUTOCAST_DTYPES[cfg.precision]
         self.model = model.to(self.device)
         self.cfg = cfg
         self.masked = [(param, keep.to(self.device)) for param, keep in masked]
@@ -47,8 +54,10 @@ class TorchBackend:
         self.apply_masks()
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The training loss of one batch."""
-        return self.model(**{k: v.to(self.device) for k, v in batch.items()}).loss
+        """The training loss of one batch (computed under autocast in bf16)."""
+        batch = to_device(batch, self.device)
+        with torch.autocast(self.device.type, dtype=self.autocast, enabled=self.autocast is not None):
+            return self.model(**batch).loss
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backpropagate and zero the gradients of pruned weights."""

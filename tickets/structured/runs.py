@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..config import TrajectoryConfig, content_hash
 from ..data import Collate, TaskData
+from ..devices import placed, training_device
 from ..errors import TicketsError
 from ..masks import Mask
 from ..models import load_tokenizer, model_id
@@ -87,7 +88,8 @@ def _mask_metadata(session: TaskSession, subnet: str, extra: dict | None = None)
 def run_search(
     cfg: SearchConfig, out_dir: str, progress: bool = True, on_step: Callable[[dict], None] | None = None
 ) -> dict:
-    """Fine-tune the full model, then prune heads and MLPs while the dev metric holds; write OUT (reused if done)."""
+    """Fine-tune the full model, then prune heads and MLPs while the dev metric holds, all on the run's device; write
+    OUT (reused if done)."""
     cfg.validate()
     key = cfg.content_key()
     reused = reusable_metrics(out_dir, key)
@@ -95,11 +97,12 @@ def run_search(
         return reused
     started_at = time.time()
     session = TaskSession.open(cfg.trajectory)
-    trained = session.train(session.full_mask(), progress=progress, description="full model")
-    batches = importance_batches(session.data, cfg.importance_samples, cfg.trajectory.train.batch_size)
     scorer = get_structured_strategy(cfg.strategy).importance
-    found = search(session.model, session.data, batches, scorer, session.task.main_metric, cfg.threshold,
-                   cfg.head_fraction, cfg.trajectory.train.eval_batch_size, on_step)
+    with placed(session.model, training_device()):  # training, scoring and every evaluation of the search
+        trained = session.train(session.full_mask(), progress=progress, description="full model")
+        batches = importance_batches(session.data, cfg.importance_samples, cfg.trajectory.train.batch_size)
+        found = search(session.model, session.data, batches, scorer, session.task.main_metric, cfg.threshold,
+                       cfg.head_fraction, cfg.trajectory.train.eval_batch_size, on_step)
     layout = Layout.of(session.model)
     mask = found.structure.to_mask(_mask_metadata(session, "good", {
         "method": cfg.strategy, "threshold": cfg.threshold, "head_fraction": cfg.head_fraction}))
