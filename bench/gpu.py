@@ -22,8 +22,9 @@ speedups of structured and 2:4 tickets; one JSON, one table, the headline last.
     python bench/gpu.py --device cpu --tiny    # the same code paths on tiny models in seconds (the suite runs it)
 
 With --tiny the models are tiny (a config-built one standing in for BERT-base, tiny-random-bert for MiniLM: the
-fine-tuning section runs only the first, packing the second), batches 4 x 16, two timed steps, one round, and packing
-runs two trials sharing the CPUs (each asks for half of them); its numbers only show that the paths run.
+fine-tuning section runs only the first, packing the second), batches 4 x 16, two timed steps, one round, one CPU
+thread, and packing runs two trials sharing the CPUs (each asks for half of them); its numbers only show that the
+paths run.
 """
 
 from __future__ import annotations
@@ -388,6 +389,8 @@ def main(argv: list[str] | None = None) -> None:
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     scale = TINY if args.tiny else FULL
+    if args.tiny and device.type == "cpu":
+        torch.set_num_threads(1)  # tiny ops on threads that share busy cores wait on each other (100x slower here)
     started = time.perf_counter()
     with use_device(device):
         peak = peak_flops(device, args.peak_tflops)
