@@ -37,7 +37,7 @@ _TAGS = {
     "branch_kind": C.TAG_BRANCH_KIND, "source_task": C.TAG_SOURCE_TASK, "source_level": C.TAG_SOURCE_LEVEL,
     "prunable_set": C.TAG_PRUNABLE_SET, "main_metric": C.TAG_MAIN_METRIC, "levels_planned": C.TAG_LEVELS_PLANNED,
     "parent_run_id": C.TAG_PARENT_RUN, "rewind_point": C.TAG_REWIND_POINT, "subnetwork": C.TAG_SUBNETWORK,
-    "reinit_scope": C.TAG_REINIT_SCOPE,
+    "reinit_scope": C.TAG_REINIT_SCOPE, "not_comparable": C.TAG_NOT_COMPARABLE,
 }
 _INT_TAGS = ("seed", "rewind", "source_level", "levels_planned")
 _INHERITED = ("task", "seed", "method", "rewind", "rewind_point", "schedule", "model", "prunable_set", "main_metric")

@@ -133,6 +133,11 @@ def _setup(doc: Document, collected: Collected, table: pd.DataFrame) -> None:
                     "series; plots draw them with hollow markers.")
     if runs.empty and collected.structured.empty:
         doc.callout("The experiment has no trajectory, branch or structured runs yet.")
+    split = sorted(set(runs.loc[runs["not_comparable"] == "true", "task"]))
+    if split:
+        doc.callout(f"NOT COMPARABLE TO PUBLISHED NUMBERS: {', '.join(split)} trained and evaluated on a split of "
+                    "their dev set (the official train set was not available), so their metrics differ in data from "
+                    "the papers' results.")
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     doc.text(f"Experiment '{collected.experiment}' (id {collected.experiment_id}) in {collected.tracking_uri}, "
              f"read {stamp}.")

@@ -30,7 +30,8 @@ TAG_LEVELS_PLANNED = "levels_planned"
 TAG_PARENT_RUN = "mlflow.parentRunId"
 TAG_SUBNETWORK = "subnetwork"
 TAG_REINIT_SCOPE = "reinit_scope"  # random-reinit: which weights were redrawn (prunable, the default, or encoder)
-TAG_REWIND_POINT = "rewind_point"  # the spec's rewind point as written ("0", "5%=134": 5% of training = 134 steps)
+TAG_REWIND_POINT = "rewind_point"  # the spec's rewind point as written ("0", "5%"); TAG_REWIND holds its steps
+TAG_NOT_COMPARABLE = "not_comparable_to_published"  # "true" on runs of a task that trains on part of its dev set
 TAG_DEVICE = "device"  # where the trial trained: "cpu", "cuda:0"
 TAG_PRECISION = "precision"  # the precision it trained in: fp32, bf16, fp16
 

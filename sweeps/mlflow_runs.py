@@ -40,6 +40,10 @@ def piece_tags(piece: Piece, parent_run_id: str | None) -> dict[str, str]:
         cv.TAG_MAIN_METRIC: get_task(cfg.task).main_metric,
         "mlflow.runName": piece.name,
     }
+    if cfg.rewind_percent is not None:  # resolved to steps by the trajectory's level 0, which then sets the tag
+        tags.pop(cv.TAG_REWIND)
+    if get_task(cfg.task).dev_split:
+        tags[cv.TAG_NOT_COMPARABLE] = "true"
     if piece.is_trajectory:
         tags.update({cv.TAG_RUN_KIND: cv.RUN_KIND_TRAJECTORY, cv.TAG_LEVELS_PLANNED: str(cfg.levels)})
     elif piece.is_structured:
@@ -106,6 +110,8 @@ def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str) -
         tracking.log_file_as(client, run_id, os.path.join(result_dir, IMPORTANCE), IMPORTANCE)
     if "prunable_set" in metrics:
         client.set_tag(run_id, cv.TAG_PRUNABLE_SET, json.dumps(metrics["prunable_set"]))
+    if "rewind_steps" in metrics:
+        client.set_tag(run_id, cv.TAG_REWIND, str(metrics["rewind_steps"]))
     values = {k: v for k, v in metrics["metrics"].items() if isinstance(v, (int, float))}
     values.update({k: metrics[k] for k in SCALARS if isinstance(metrics.get(k), (int, float))})
     if piece.is_structured:

@@ -9,7 +9,7 @@ piece that finished once is never trained again.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from cluster.conventions import SUBNETWORK_SEARCH
 from tickets.branches import BRANCHES
@@ -96,10 +96,9 @@ def build_plan(spec: Spec) -> list[Piece]:
         for seed in spec.seeds:
             for point in spec.pruning.rewind:
                 for method in spec.pruning.method:
-                    cfg = spec.trajectory(task, seed, spec.rewind_steps(task, point), method)
-                    label = str(point) if isinstance(point, int) else f"{point}={cfg.rewind}"
-                    name = f"{task}-s{seed}-r{cfg.rewind}-{method}"
-                    trajectories.append(Piece(TRAJECTORY, cfg.content_key(), name, cfg, label, source_task=task))
+                    cfg = spec.trajectory(task, seed, point, method)
+                    name = f"{task}-s{seed}-r{point}-{method}"
+                    trajectories.append(Piece(TRAJECTORY, cfg.content_key(), name, cfg, str(point), source_task=task))
     pieces = list(trajectories)
     for traj in trajectories:
         for branch in spec.branches:
@@ -122,10 +121,10 @@ def build_plan(spec: Spec) -> list[Piece]:
             for target in transfer.targets:
                 if target == traj.recipe.task:
                     continue
-                recipe = spec.trajectory(target, traj.recipe.seed, traj.recipe.rewind, traj.recipe.method)
-                key = branch_key("transfer", recipe, traj.recipe, level, {})
                 source = traj.recipe
-                name = f"{source.task}-to-{target}-s{source.seed}-r{source.rewind}-{source.method}-L{level}"
+                recipe = replace(source, task=target)
+                key = branch_key("transfer", recipe, source, level, {})
+                name = f"{source.task}-to-{target}-s{source.seed}-r{traj.rewind_label}-{source.method}-L{level}"
                 pieces.append(Piece("transfer", key, name, recipe, traj.rewind_label, traj.key, source.task, level))
     if spec.structured is not None:
         pieces += structured_pieces(spec)

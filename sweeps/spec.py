@@ -33,10 +33,6 @@ from .yamlines import line_of, load_with_lines
 
 DEFAULT_STORAGE = "sweep_storage"
 LEVEL_BRANCHES = tuple(kind for kind in BRANCH_KINDS if kind != "transfer")
-# Rows in the standard training splits (GLUE as on the Hugging Face Hub; the same counts as ../shared/data/glue),
-# used to turn a rewind point given as a percentage of training into steps.
-TRAIN_ROWS = {"cola": 8551, "sst2": 67349, "mrpc": 3668, "qqp": 363846, "stsb": 5749, "mnli": 392702,
-              "qnli": 104743, "rte": 2490, "wnli": 635}
 _TRAJECTORY = settings_of(TrajectoryConfig)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
@@ -60,7 +56,7 @@ def _rewind_point(value: Any) -> int | str:
         percent = float(match.group(1))
         if percent >= 100:
             raise ValueError(f"a rewind percentage must be below 100%, got {value!r}")
-        return f"{percent:g}%"
+        return f"{percent:g}%" if percent else 0
     raise ValueError(f"a rewind point is a number of steps (0, 250) or a percentage of training ('5%'), got {value!r}")
 
 
@@ -218,25 +214,15 @@ class Spec(Strict):
         available = ", ".join(f"{self.level_sparsity(lv):.4g}" for lv in range(1, self.last_level + 1))
         raise ValueError(f"{transfer.sparsity} is not the sparsity of a level of this schedule (levels: {available})")
 
-    def rewind_steps(self, task: str, point: int | str) -> int:
-        """A rewind point in optimizer steps; percentages are of the steps of one training run on `task`."""
-        if isinstance(point, int):
-            return point
-        cap = self.training.max_train_samples
-        rows = TRAIN_ROWS.get(task)
-        if rows is None and cap is None:
-            raise ValueError(f"rewind {point!r} needs the size of the training set of '{task}': "
-                             "give training.max_train_samples or rewind points in steps")
-        examples = min(x for x in (rows, cap) if x is not None)
-        steps = max(1, math.ceil(self.training.epochs * math.ceil(examples / self.training.batch_size)))
-        return round(float(point.rstrip("%")) / 100 * steps)
-
-    def trajectory(self, task: str, seed: int, rewind: int, method: str) -> TrajectoryConfig:
-        """The engine's TrajectoryConfig of one trajectory of this sweep."""
+    def trajectory(self, task: str, seed: int, point: int | str, method: str) -> TrajectoryConfig:
+        """The engine's TrajectoryConfig of one trajectory of this sweep; a rewind `point` given as a percentage is
+        resolved by the engine from the training set it loads."""
+        rewind, percent = (point, None) if isinstance(point, int) else (0, float(point.rstrip("%")))
         return TrajectoryConfig(
             task=task, seed=seed, model=self.model, data_dir=self.data_dir, method=method, rate=self.pruning.rate,
-            schedule=self.pruning.schedule, levels=self.last_level, rewind=rewind, rewind_head=self.pruning.rewind_head,
-            include_pooler=self.pruning.include_pooler, train=self.training.config(),
+            schedule=self.pruning.schedule, levels=self.last_level, rewind=rewind, rewind_percent=percent,
+            rewind_head=self.pruning.rewind_head, include_pooler=self.pruning.include_pooler,
+            train=self.training.config(),
         )
 
     def structured_search(self, task: str, seed: int) -> SearchConfig:
@@ -357,17 +343,7 @@ def _check_pruning(spec: Spec, fail) -> None:
         spec.level_sparsity(last)
     except TicketsError as exc:
         fail(("pruning", "levels" if spec.pruning.levels is not None else "target_sparsity"), str(exc))
-    for task in spec.tasks:
-        resolved: dict[int, int] = {}
-        for index, point in enumerate(spec.pruning.rewind):
-            try:
-                steps = spec.rewind_steps(task, point)
-            except ValueError as exc:
-                fail(("pruning", "rewind", index), str(exc))
-            if steps in resolved:
-                fail(("pruning", "rewind", index),
-                     f"the same rewind point as entry {resolved[steps]} ({steps} steps on {task})")
-            resolved[steps] = index
+    _no_duplicates(spec.pruning.rewind, ("pruning", "rewind"), fail)
     kinds: set[str] = set()
     for index, branch in enumerate(spec.branches):
         if branch.label in kinds:

@@ -410,3 +410,21 @@ def test_tracking_server_is_read_in_pages_and_in_bulk(store, monkeypatch):
     local = collect_module.collect(collect_module.open_client(store["uri"]), "glue")
     assert len(remote.runs) == len(local.runs) == 25
     pd.testing.assert_frame_equal(remote.table(), local.table())
+
+
+def test_a_task_trained_on_part_of_its_dev_set_is_flagged_in_the_report(tmp_path):
+    from mlflow import MlflowClient
+
+    from analysis.__main__ import main
+
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("dev_split", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(exp, tags={C.TAG_RUN_KIND: C.RUN_KIND_TRAJECTORY, C.TAG_TASK: "squad-dev-split",
+                                       C.TAG_SEED: "0", C.TAG_REWIND: "0", C.TAG_MAIN_METRIC: "f1",
+                                       C.TAG_NOT_COMPARABLE: "true", C.TAG_LEVELS_PLANNED: "0"})
+    _log(client, run.info.run_id, 0, {"f1": 9.3, "exact_match": 5.7, C.METRIC_SPARSITY: 0.0})
+    client.set_terminated(run.info.run_id)
+    out = tmp_path / "report"
+    assert main(["report", "--experiment", "dev_split", "--tracking-uri", uri, "--out", str(out), "--no-masks"]) == 0
+    assert "NOT COMPARABLE TO PUBLISHED NUMBERS: squad-dev-split" in (out / "report.md").read_text()

@@ -227,3 +227,13 @@ def test_standard_pruning_is_a_chain_of_its_own_levels(tmp_path, tiny_recipe, tr
     again = run_standard(tiny_recipe, trajectory, out, progress=False)
     assert all(r.reused for r in again) and len(spy_fine_tune) == 2
     assert results[1].metrics["run_key"] == again[0].metrics["run_key"]
+
+
+@pytest.mark.parametrize(("samples", "steps"), [(48, 3), (32, 2)])
+def test_a_percentage_rewind_resolves_from_the_training_set_actually_loaded(tmp_path, tiny_recipe, samples, steps):
+    train = dataclasses.replace(tiny_recipe.train, max_train_samples=samples)
+    cfg = dataclasses.replace(tiny_recipe, levels=0, rewind_percent=50.0, train=train)
+    result = run_trajectory(cfg, str(tmp_path / "t"), progress=False)[0]
+    assert result.metrics["rewind_steps"] == steps and result.metrics["steps"] == 2 * steps
+    with pytest.raises(TicketsError, match="not both"):
+        dataclasses.replace(cfg, rewind=2).validate()

@@ -17,6 +17,7 @@ from tickets.config import TrainConfig, TrajectoryConfig
 from tickets.data import load_task_data
 from tickets.errors import TicketsError
 from tickets.imp import level_dir, run_trajectory
+from tickets.masks import Mask
 from tickets.metrics import compute_metrics
 from tickets.models import build_model, load_tokenizer
 from tickets.provenance import data_fingerprint
@@ -209,6 +210,17 @@ def test_transfer_between_glue_and_squad_uses_a_fresh_head(tmp_path, tiny_recipe
     assert set(to_squad["metrics"]) == {"exact_match", "f1", "eval_loss"} and to_squad["head_init"] == "fresh"
     assert set(to_sst2["metrics"]) == {"accuracy", "eval_loss"} and to_sst2["head_init"] == "fresh"
     assert to_squad["sparsity"] == pytest.approx(0.2, abs=1e-3) and to_sst2["sparsity"] == pytest.approx(0.2, abs=1e-3)
+
+
+def test_a_glue_mask_with_the_pooler_transfers_to_a_span_model_without_one(tmp_path, tiny_recipe, squad_recipe):
+    """BERT-base's GLUE masks include the pooler, which a question-answering model does not have."""
+    sst2 = str(tmp_path / "sst2")
+    run_trajectory(dataclasses.replace(tiny_recipe, levels=1, include_pooler=True), sst2, progress=False)
+    mask_path = os.path.join(level_dir(sst2, 1), "mask.safetensors")
+    assert "pooler.dense.weight" in Mask.load(mask_path).tensors
+    to_squad = run_branch(BranchConfig("transfer", squad_recipe, mask_path), str(tmp_path / "to_squad"), progress=False)
+    assert "pooler.dense.weight" not in Mask.load(str(tmp_path / "to_squad" / "mask.safetensors")).tensors
+    assert set(to_squad["metrics"]) == {"exact_match", "f1", "eval_loss"}
 
 
 # --- the documented split of dev by article ---------------------------------------------------------------------

@@ -91,8 +91,6 @@ MALFORMED = [
     (_replace("seeds: [0, 1]", "seeds: [0, 1]\nseeds: [2]"), 6, ["seeds", "duplicate key (first given on line 5)"]),
     (_replace("seeds: [0, 1]", "seeds: [0, 1"), 6, ["not valid YAML"]),
     ("- just\n- a list\n", 1, ["a YAML mapping"]),
-    (_replace("tasks: [sst2, rte]", "tasks: [mlm, rte]").replace("[sst2]", "[mlm]").replace("  rewind: [0]", "  rewind: ['5%']")
-     .replace("  max_train_samples: 64\n", ""), 9, ["pruning.rewind.0", "size of the training set of 'mlm'"]),
 ]
 
 
@@ -155,12 +153,15 @@ def test_keys_change_with_the_recipe_but_not_with_levels(tmp_path):
     assert not set(base.values()) & {p.key for p in other_lr}
 
 
-def test_percent_rewinds_resolve_per_task(tmp_path):
+def test_percent_rewinds_go_to_the_engine_which_resolves_them_from_the_data_it_loads(tmp_path):
+    text = _replace("  rewind: [0]", "  rewind: [0, '50%', '0%']")
+    assert "pruning.rewind.2" in str(pytest.raises(SpecError, load_spec, _write(tmp_path, text)).value)
     text = _replace("  rewind: [0]", "  rewind: [0, '50%']")
-    text = text.replace("  max_train_samples: 64\n", "  max_train_samples: 64\n  batch_size: 8\n")
     pieces = [p for p in build_plan(load_spec(_write(tmp_path, text))) if p.is_trajectory]
-    assert sorted({p.recipe.rewind for p in pieces}) == [0, 4]
-    assert {p.rewind_label for p in pieces} == {"0", "50%=4"}
+    assert sorted({(p.recipe.rewind, p.recipe.rewind_percent) for p in pieces}, key=str) == [(0, 50.0), (0, None)]
+    assert {p.rewind_label for p in pieces} == {"0", "50%"}
+    recipe = next(p.recipe for p in pieces if p.recipe.rewind_percent)
+    assert recipe.rewind_steps(8) == 4 and recipe.rewind_steps(30) == 15
 
 
 def test_training_section_mirrors_the_engine_recipe():
@@ -195,7 +196,7 @@ def test_structured_spec_plans_a_search_and_subnetworks_per_task_and_seed(tmp_pa
     assert not {p.key for p in build_plan(stricter)} & {p.key for p in pieces}
 
 
-@pytest.mark.parametrize("name", ["quickstart", "chen2020_glue", "chen2020_rewind", "chen2020_transfer",
+@pytest.mark.parametrize("name", ["quickstart", "chen2020_glue", "chen2020_squad", "chen2020_rewind", "chen2020_transfer",
                                   "prasanna2020", "prasanna2020_sst2_cpu"])
 def test_shipped_specs_dry_run(name, capsys):
     assert main([str(REPO / "sweeps" / f"{name}.yaml"), "--dry-run"]) == 0
@@ -210,7 +211,8 @@ def test_shipped_specs_dry_run(name, capsys):
 
 def test_shipped_spec_sizes():
     sizes = {}
-    for name in ("quickstart", "chen2020_glue", "chen2020_rewind", "chen2020_transfer", "prasanna2020"):
+    for name in ("quickstart", "chen2020_glue", "chen2020_squad", "chen2020_rewind", "chen2020_transfer",
+                 "prasanna2020"):
         spec = load_spec(str(REPO / "sweeps" / f"{name}.yaml"))
         with provisional():  # offline: the Hub data and bert-base-uncased cannot be resolved
             sizes[name] = (spec, build_plan(spec))
@@ -236,3 +238,19 @@ def test_cli_user_error_is_one_line_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
     assert f"{path}, line 7: pruning.rat: unknown field" in proc.stderr
+
+
+def test_run_tags_flag_dev_split_tasks_and_leave_percent_rewinds_to_the_engine(tmp_path):
+    from cluster import conventions as cv
+    from conftest import SHARED_DATA
+    from sweeps.mlflow_runs import piece_tags
+
+    text = GOOD.replace(f"data_dir: {GLUE_DIR}", f"data_dir: {SHARED_DATA}").replace("tasks: [sst2, rte]",
+                                                                                   "tasks: [sst2, squad-dev-split]")
+    text = text.replace("  rewind: [0]", "  rewind: [0, '10%']").replace("targets: [rte]", "targets: [squad-dev-split]")
+    pieces = [p for p in build_plan(load_spec(_write(tmp_path, text))) if p.is_trajectory]
+    tags = {(p.recipe.task, p.rewind_label): piece_tags(p, None) for p in pieces}
+    assert tags["squad-dev-split", "0"][cv.TAG_NOT_COMPARABLE] == "true"
+    assert cv.TAG_NOT_COMPARABLE not in tags["sst2", "0"]
+    assert tags["sst2", "0"][cv.TAG_REWIND] == "0" and cv.TAG_REWIND not in tags["sst2", "10%"]
+    assert tags["sst2", "10%"][cv.TAG_REWIND_POINT] == "10%"

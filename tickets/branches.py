@@ -17,7 +17,7 @@ from .config import TrajectoryConfig, content_hash
 from .errors import TicketsError
 from .masks import Mask
 from .paths import MASK, REWIND_POINT_WEIGHTS, TRAINED_WEIGHTS, level_dir
-from .models import initializer_weights, model_id
+from .models import POOLER_WEIGHT, initializer_weights, model_id
 from .pruning import prune
 from .records import reusable_metrics, write_result_dir
 from .session import TaskSession
@@ -100,7 +100,7 @@ class BranchKind:
 
 
 def _rewind_point_file(cfg: BranchConfig) -> str | None:
-    return REWIND_POINT_WEIGHTS if cfg.trajectory.rewind > 0 else None
+    return REWIND_POINT_WEIGHTS if cfg.trajectory.rewinds else None
 
 
 def _dense_trained_file(cfg: BranchConfig) -> str:
@@ -110,7 +110,7 @@ def _dense_trained_file(cfg: BranchConfig) -> str:
 def _load_rewind_point(cfg: BranchConfig, session: TaskSession) -> None:
     """theta_i: the trajectory's rewind point, or theta_0 (with head gamma_0) for rewind 0."""
     load_parameter_state(session.model, session.theta_0)
-    if cfg.trajectory.rewind > 0:
+    if cfg.trajectory.rewinds:
         load_parameter_state(session.model, load_weights(cfg.source_file()))
 
 
@@ -149,6 +149,16 @@ def _oneshot_finetuned(cfg: BranchConfig, session: TaskSession, source: Mask) ->
 def _transfer(cfg: BranchConfig, session: TaskSession, source: Mask) -> Mask:
     load_parameter_state(session.model, session.theta_0)
     return _branch_mask(session, source.tensors, source, cfg.kind)
+
+
+def _fitted(source: Mask, session: TaskSession) -> Mask:
+    """The source mask checked against the session's model; its pooler tensor is left out where the model has no
+    pooler (a span-head model given a mask from a GLUE model that prunes it)."""
+    shapes = session.encoder_shapes()
+    if POOLER_WEIGHT in source.tensors and POOLER_WEIGHT not in shapes:
+        source = Mask({n: t for n, t in source.tensors.items() if n != POOLER_WEIGHT}, dict(source.metadata))
+    source.check_shapes(shapes, f"model '{model_id(session.model)}'")
+    return source
 
 
 def _branch_mask(session: TaskSession, keep: dict[str, torch.Tensor], source: Mask, kind: str) -> Mask:
@@ -196,9 +206,8 @@ def run_branch(cfg: BranchConfig, out_dir: str, run_key: str | None = None, prog
     if reused is not None:
         return reused
     started_at = time.time()
-    source = Mask.load(cfg.mask_path)
     session = TaskSession.open(cfg.trajectory)
-    source.check_shapes(session.encoder_shapes(), f"model '{model_id(session.model)}'")
+    source = _fitted(Mask.load(cfg.mask_path), session)
     mask = get_branch_kind(cfg.kind).prepare(cfg, session, source)
     level = int(source.metadata.get("level", 0))
     result = session.train(mask, progress=progress, description=f"{cfg.kind} level {level}")

@@ -11,7 +11,7 @@ from .config import TrainConfig, TrajectoryConfig
 from .errors import TicketsError
 from .flags import add_flags, given
 
-RECIPE_SETTINGS = ("task", "model", "data_dir", "seed", "rewind", "rewind_head", "include_pooler")
+RECIPE_SETTINGS = ("task", "model", "data_dir", "seed", "rewind", "rewind_percent", "rewind_head", "include_pooler")
 TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name != "deepspeed")
 DEEPSPEED_FLAGS = ("zero_stage", "grad_accum", "offload_optimizer")
 

@@ -9,6 +9,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from . import RESULTS_VERSION
 from .backends import PRECISIONS, backend_helps, check_backend
 from .pruning import SCHEDULES, pruning_method_helps, target_sparsity
+from .errors import TicketsError
 from .settings import check, setting
 
 # Settings that do not change results: where the data lies (its content is fingerprinted), the model name (its
@@ -27,9 +28,10 @@ class TrainConfig:
     warmup_ratio: float = setting(0.0, "fraction of the optimizer steps with linear learning-rate warmup", ge=0, lt=1)
     max_grad_norm: float = setting(1.0, "gradient-norm clipping threshold (0: no clipping)", ge=0)
     max_seq_length: int = setting(128, "tokens per example (longer ones are truncated)", gt=0)
-    max_train_samples: int | None = setting(None, "train on only the first N training examples (default: all)", gt=0)
+    max_train_samples: int | None = setting(None, "train on a fixed random subset of N training examples (SQuAD: "
+                                                  "questions; default: all)", gt=0)
     max_eval_samples: int | None = setting(None, "evaluate on only the first N examples of each eval split "
-                                                 "(default: all)", gt=0)
+                                                 "(SQuAD: questions; default: all)", gt=0)
     eval_batch_size: int = setting(64, "examples per evaluation batch", gt=0)
     eval_every: int = setting(0, "also evaluate every N optimizer steps (0: only after training)", ge=0)
     backend: str = setting("torch", "fine-tuning backend", choices=backend_helps)
@@ -49,16 +51,21 @@ class TrainConfig:
 class TrajectoryConfig:
     """One IMP trajectory: task x seed x rewind x method (Chen et al. 2020, Algorithm 1)."""
 
-    task: str = setting(help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli) or mlm")
+    task: str = setting(help="GLUE task (cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli), mlm, squad or "
+                             "squad-dev-split")
     seed: int = setting(0, "random seed (task head, data order, random pruning)", ge=0)
     model: str | None = setting(None, "hub id or local folder (default: the embedded all-MiniLM-L6-v2)")
-    data_dir: str | None = setting(None, "folder in GLUE's layout (DIR/SST-2/train.tsv); default: the Hugging Face Hub")
+    data_dir: str | None = setting(None, "folder in each task's own layout (DIR/SST-2/train.tsv, "
+                                         "DIR/squad/v1.1/dev-v1.1.json); default: the Hugging Face Hub")
     method: str = setting("magnitude", "pruning method", choices=pruning_method_helps, label="pruning method")
     rate: float = setting(0.1, "fraction pruned per level", gt=0, lt=1, label="pruning rate")
     schedule: str = setting("original", "sparsity schedule: original prunes rate x the original count per level, "
                                         "remaining rate x what is left", choices=SCHEDULES)
     levels: int = setting(3, "last level to run (level 0 is dense)", ge=0)
     rewind: int = setting(0, "rewind point in steps (0 = pre-trained weights)", ge=0)
+    rewind_percent: float | None = setting(None, "rewind point as a percentage of one training run's optimizer steps, "
+                                                 "resolved from the training set actually loaded (instead of --rewind)",
+                                           ge=0, lt=100)
     rewind_head: bool = setting(True, "reset the task head to gamma_i (its weights at the rewind point) at every "
                                       "level; the reference code keeps the trained head")
     include_pooler: bool | None = setting(None, "prune the pooler dense weight (default: only where the model's pooler "
@@ -71,9 +78,20 @@ class TrajectoryConfig:
 
         get_task(self.task)
         check(self)
+        if self.rewind_percent is not None and self.rewind:
+            raise TicketsError("give the rewind point in steps or as a percentage (rewind_percent), not both")
         target_sparsity(self.levels, self.rate, self.schedule)
         self.train.validate()
         return self
+
+    @property
+    def rewinds(self) -> bool:
+        """True when the surviving weights rewind to a point after training started (theta_i is not theta_0)."""
+        return self.rewind > 0 or bool(self.rewind_percent)
+
+    def rewind_steps(self, total_steps: int) -> int:
+        """The rewind point in optimizer steps, for a training run of `total_steps` steps."""
+        return self.rewind if self.rewind_percent is None else round(self.rewind_percent / 100 * total_steps)
 
     def identity(self) -> dict:
         """What determines the trajectory's results: the settings that differ from their defaults (not where the data

@@ -18,6 +18,7 @@ from .paths import (HEAD_WEIGHTS, MASK, NEXT_MASK, REWIND_POINT_WEIGHTS, TRAINED
 from .pruning import prune, target_sparsity
 from .records import finished_metrics, read_json, write_json, write_result_dir
 from .session import TaskSession
+from .training import total_steps
 from .weights import load_parameter_state, load_weights, parameter_state, save_weights
 
 
@@ -96,15 +97,17 @@ def _run_level(cfg: TrajectoryConfig, session: TaskSession, out_dir: str, level:
         load_parameter_state(model, load_weights(os.path.join(out_dir, REWIND_POINT_WEIGHTS)))
         if not cfg.rewind_head:
             load_parameter_state(model, load_weights(os.path.join(level_dir(out_dir, level - 1), HEAD_WEIGHTS)))
-    capture_at = cfg.rewind if level == 0 else None
+    rewind = cfg.rewind_steps(total_steps(session.data, cfg.train))
+    capture_at = rewind if level == 0 else None
     result = session.train(mask, capture_at=capture_at, progress=progress, description=f"{cfg.task} level {level}")
     if level == 0:
         if result.captured is None:
-            raise TicketsError(f"rewind {cfg.rewind} is past the end of training ({result.steps} steps)")
+            raise TicketsError(f"rewind {rewind} is past the end of training ({result.steps} steps)")
         save_weights(result.captured, os.path.join(out_dir, REWIND_POINT_WEIGHTS))
     next_mask = _next_mask(cfg, session, mask, level)
     metrics = session.record(mask, result, level=level, started_at=started_at)
     metrics["target_sparsity"] = target_sparsity(level, cfg.rate, cfg.schedule)
+    metrics["rewind_steps"] = rewind
     metrics["content_key"] = cfg.content_key(level)
     metrics["run_key"] = cfg.content_key()
 

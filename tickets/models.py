@@ -25,7 +25,8 @@ ENCODER_PRUNABLE_PATTERNS = (
     r"encoder\.layer\.\d+\.intermediate\.dense\.weight",
     r"encoder\.layer\.\d+\.output\.dense\.weight",
 )
-POOLER_PATTERN = r"pooler\.dense\.weight"
+POOLER_WEIGHT = "pooler.dense.weight"  # span-head (question answering) models have no pooler
+POOLER_PATTERN = re.escape(POOLER_WEIGHT)
 
 TINY_CONFIG = dict(
     num_hidden_layers=2, hidden_size=64, num_attention_heads=4, intermediate_size=128, max_position_embeddings=512

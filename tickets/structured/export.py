@@ -10,7 +10,7 @@ from torch import nn
 from ..errors import TicketsError
 from ..masks import Mask
 from ..models import build_model, load_tokenizer, model_id, resolve_model
-from ..tasks import get_task
+from ..tasks import get_kind, get_task
 from .compact import compact, export_compacted
 from .gates import Gates
 from .structure import Layout, Structure
@@ -22,13 +22,14 @@ def load_model(name: str | None, task_name: str, seed: int) -> nn.Module:
     """A save_pretrained folder as it is (a fine-tuned head kept), or a pre-trained model with a fresh seeded head."""
     task = get_task(task_name)
     if name and os.path.isdir(name):
-        from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification
+        from transformers import AutoConfig
 
         resolve_model(name)
-        head_class = AutoModelForMaskedLM if task.kind == "mlm" else AutoModelForSequenceClassification
-        kwargs = {} if task.kind == "mlm" else {"num_labels": task.num_labels}
+        kind = get_kind(task.kind)
         try:
-            return head_class.from_pretrained(name, **kwargs)
+            config = AutoConfig.from_pretrained(name)
+            kind.configure(config, task.num_labels)
+            return kind.head_class().from_pretrained(name, config=config)
         except (OSError, ValueError) as exc:
             raise TicketsError(f"cannot load model folder '{name}': {exc}") from exc
     return build_model(name, task.kind, task.num_labels, seed)
