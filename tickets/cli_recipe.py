@@ -6,14 +6,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields, replace
 
-from .backends.deepspeed_config import read_config_file
+from .backends.deepspeed_config import DeepSpeedOptions, read_config_file
 from .config import TrainConfig, TrajectoryConfig
 from .errors import TicketsError
 from .flags import add_flags, given
 
 RECIPE_SETTINGS = ("task", "model", "data_dir", "seed", "rewind", "rewind_percent", "rewind_head", "include_pooler")
 TRAIN_SETTINGS = tuple(f.name for f in fields(TrainConfig) if f.name != "deepspeed")
-DEEPSPEED_FLAGS = ("zero_stage", "grad_accum", "offload_optimizer")
 
 
 def add_recipe_args(parser: argparse.ArgumentParser) -> None:
@@ -21,9 +20,7 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, TrajectoryConfig, RECIPE_SETTINGS)
     add_flags(parser, TrainConfig, TRAIN_SETTINGS)
     deepspeed = parser.add_argument_group("DeepSpeed (backend deepspeed, or auto on a GPU)")
-    deepspeed.add_argument("--zero-stage", type=int, help="ZeRO stage 0-3 (default 0)")
-    deepspeed.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (divides --batch-size)")
-    deepspeed.add_argument("--offload-optimizer", action="store_true", default=None, help="optimizer state on the CPU")
+    add_flags(deepspeed, DeepSpeedOptions)
     deepspeed.add_argument("--deepspeed-config", metavar="PATH",
                            help="DeepSpeed JSON for further settings; its content is recorded in the recipe")
     parser.add_argument("--out", required=True, help="output folder (re-running resumes it)")
@@ -45,5 +42,5 @@ def _deepspeed_settings(args: argparse.Namespace, base: dict) -> dict:
     settings = dict(base)
     if getattr(args, "deepspeed_config", None):
         settings["config"] = read_config_file(args.deepspeed_config)
-    settings.update({k: getattr(args, k) for k in DEEPSPEED_FLAGS if getattr(args, k, None) is not None})
+    settings.update(given(args, DeepSpeedOptions))
     return settings

@@ -14,8 +14,9 @@ from typing import Any
 from .settings import Setting, settings_of
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type, names: Sequence[str]) -> None:
-    """Add the flag of each named setting of the dataclass `cls` to `parser` (or an argument group)."""
+def add_flags(parser: argparse.ArgumentParser, cls: type, names: Sequence[str] | None = None) -> None:
+    """Add the flag of each named setting (default: every setting) of the dataclass `cls` to `parser` (or an argument
+    group)."""
     for declared in settings_of(cls, names).values():
         if declared.type is bool:
             _add_switch(parser, declared)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import TicketsError
+from ..settings import setting
 
 if TYPE_CHECKING:
     from ..config import TrainConfig
@@ -22,6 +23,16 @@ ZERO_STAGES = (0, 1, 2, 3)
 KEYS = ("zero_stage", "grad_accum", "micro_batch_size", "offload_optimizer", "config")
 RECIPE_OWNED = ("optimizer", "scheduler")
 DS_BATCH_KEYS = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
+
+
+@dataclass(frozen=True)
+class DeepSpeedOptions:
+    """The named keys of `TrainConfig.deepspeed` that have command-line flags, as declared settings (None: taken from
+    the DeepSpeed JSON, else DeepSpeed's default)."""
+
+    zero_stage: int | None = setting(None, "ZeRO stage 0-3 (default: the DeepSpeed config's, else 0)", ge=0, le=3)
+    grad_accum: int | None = setting(None, "micro-batches per optimizer step (divides --batch-size)", gt=0)
+    offload_optimizer: bool | None = setting(None, "keep the optimizer state on the CPU (ZeRO stage 1-3)")
 
 
 @dataclass(frozen=True)
