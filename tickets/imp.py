@@ -8,8 +8,6 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-import torch
-
 from .config import TrajectoryConfig, content_hash
 from .errors import TicketsError
 from .masks import Mask
