@@ -97,7 +97,7 @@ def build_plan(spec: Spec) -> list[Piece]:
             for point in spec.pruning.rewind:
                 for method in spec.pruning.method:
                     cfg = spec.trajectory(task, seed, point, method)
-                    name = f"{task}-s{seed}-r{point}-{method}"
+                    name = f"{task}-s{seed}-r{_name_part(point)}-{method}"
                     trajectories.append(Piece(TRAJECTORY, cfg.content_key(), name, cfg, str(point), source_task=task))
     pieces = list(trajectories)
     for traj in trajectories:
@@ -124,7 +124,8 @@ def build_plan(spec: Spec) -> list[Piece]:
                 source = traj.recipe
                 recipe = replace(source, task=target)
                 key = branch_key("transfer", recipe, source, level, {})
-                name = f"{source.task}-to-{target}-s{source.seed}-r{traj.rewind_label}-{source.method}-L{level}"
+                rewind = _name_part(traj.rewind_label)
+                name = f"{source.task}-to-{target}-s{source.seed}-r{rewind}-{source.method}-L{level}"
                 pieces.append(Piece("transfer", key, name, recipe, traj.rewind_label, traj.key, source.task, level))
     if spec.structured is not None:
         pieces += structured_pieces(spec)
@@ -147,6 +148,11 @@ def structured_pieces(spec: Spec) -> list[Piece]:
                 retrains.append(Piece(STRUCTURED_PREFIX + kind, retrain_key, f"{name}-{kind}", search.trajectory, "0",
                                       key, task, 0, settings))
     return searches + retrains
+
+
+def _name_part(point: int | str) -> str:
+    """A rewind point as it appears in trial and run names, which also name folders ('5%' -> '5pct')."""
+    return str(point).replace("%", "pct")
 
 
 def _unique(pieces: list[Piece]) -> list[Piece]:

@@ -160,6 +160,7 @@ def test_percent_rewinds_go_to_the_engine_which_resolves_them_from_the_data_it_l
     pieces = [p for p in build_plan(load_spec(_write(tmp_path, text))) if p.is_trajectory]
     assert sorted({(p.recipe.rewind, p.recipe.rewind_percent) for p in pieces}, key=str) == [(0, 50.0), (0, None)]
     assert {p.rewind_label for p in pieces} == {"0", "50%"}
+    assert {p.name.split("-")[2] for p in pieces} == {"r0", "r50pct"}  # names also name trial folders
     recipe = next(p.recipe for p in pieces if p.recipe.rewind_percent)
     assert recipe.rewind_steps(8) == 4 and recipe.rewind_steps(30) == 15
 
