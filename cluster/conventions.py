@@ -34,13 +34,22 @@ TAG_REWIND_POINT = "rewind_point"  # the spec's rewind point as written ("0", "5
 TAG_NOT_COMPARABLE = "not_comparable_to_published"  # "true" on runs of a task that trains on part of its dev set
 TAG_DEVICE = "device"  # where the trial trained: "cpu", "cuda:0"
 TAG_PRECISION = "precision"  # the precision it trained in: fp32, bf16, fp16
+TAG_SERIES = "series"  # imp, random-prune, random-reinit, random-reinit:encoder, oneshot, standard, transfer:S->T, ...
+TAG_LEVELS = "levels"  # the levels a series run holds, e.g. "1,2" (its steps)
+TAG_SWEEP_RUN = "sweep_run_id"  # on every run of a sweep: the id of the sweep's own run (RUN_KIND_SWEEP)
+EXPERIMENT_TAG_LAYOUT = "tracking_layout"  # experiment tag: the version of this layout the experiment was written in
+EXPERIMENT_TAG_DESCRIPTION = "mlflow.note.content"  # experiment description shown by the MLflow UI
+LAYOUT_VERSION = "2"  # 2: one run per series (levels as steps); 1 (no tag): one branch run per level
 
 RUN_KIND_TRAJECTORY = "trajectory"
 RUN_KIND_BRANCH = "branch"
 RUN_KIND_STRUCTURED = "structured"
+RUN_KIND_SWEEP = "sweep"  # one per sweep: the spec, the plan and the latest report as artifacts; no metrics
 SUBNETWORK_SEARCH = "search"
 
-METRIC_SPARSITY = "sparsity"
+METRIC_SPARSITY = "sparsity"  # rounded to the schedule's value (6 decimals), at step = level
+METRIC_LEVEL = "level"  # the level itself, at step = level (an x-axis for MLflow's charts)
+METRIC_MASK_DISTANCE_PREFIX = "mask_distance_level_"  # + "XX": normalised Hamming distance by training step
 METRIC_SAMPLES_PER_S = "samples_per_s"  # training samples per second of training steps, at step = level
 METRIC_PEAK_MEMORY_MB = "peak_memory_mb"  # peak allocated GPU memory while the level ran (GPU trials only)
 
@@ -53,3 +62,8 @@ def mask_artifact_path(level: int) -> str:
 def level_artifact_path(level: int) -> str:
     """Artifact path of the metrics.json written for `level`."""
     return f"levels/level_{level:02d}.json"
+
+
+SPEC_ARTIFACT = "sweep/spec.yaml"  # artifacts of the sweep run
+PLAN_ARTIFACT = "sweep/plan.csv"
+REPORT_ARTIFACT_DIR = "report"  # report.html, report.md and the CSVs of `python -m analysis report`
