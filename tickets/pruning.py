@@ -10,6 +10,7 @@ import torch
 from .errors import TicketsError
 
 SCHEDULES = ("original", "remaining")
+_SAMPLE = 65536  # scores sampled to bracket the pruning threshold of a large tensor set
 
 
 def check_fraction(value: float, what: str) -> float:
@@ -120,9 +121,36 @@ def prune(
 
 
 def _keep_top(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
+    """Keep all but the round(sparsity x n) lowest scores, equal scores pruned in index order (the order a stable sort
+    gives), on the scores' device. Selection, not sorting: a check during training (tickets.early) draws masks often."""
     n_prune = int(round(sparsity * scores.numel()))
-    keep = torch.ones(scores.numel(), dtype=torch.bool)
-    if n_prune:
-        order = torch.argsort(scores, stable=True)
-        keep[order[:n_prune]] = False
+    if not n_prune:
+        return torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+    cut = _kth_smallest(scores, n_prune)
+    keep = ~(scores <= cut)  # NaN scores are kept, as a sort puts them last
+    ties = scores == cut
+    tied = int(torch.count_nonzero(ties))
+    below = scores.numel() - int(torch.count_nonzero(keep)) - tied
+    if below + tied > n_prune:
+        keep[torch.nonzero(ties).flatten()[n_prune - below:]] = True
     return keep
+
+
+def _kth_smallest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th smallest score (1-based): the (k - m)-th of the few scores inside a band around a fixed sample's
+    estimate of it, m being the count below the band (torch.kthvalue over all scores where the band misses it)."""
+    total = scores.numel()
+    if total > 8 * _SAMPLE:
+        generator = torch.Generator(device=scores.device).manual_seed(0)
+        picks = torch.randint(total, (_SAMPLE,), generator=generator, device=scores.device)
+        sample = scores[picks].sort().values
+        q = k / total
+        margin = 4 * (q * (1 - q) / _SAMPLE) ** 0.5 + 2 / _SAMPLE
+        low = sample[max(0, int((q - margin) * _SAMPLE))]
+        high = sample[min(_SAMPLE - 1, int((q + margin) * _SAMPLE) + 1)]
+        under = int(torch.count_nonzero(scores < low))
+        if under < k:
+            band = scores[(scores >= low) & (scores <= high)]
+            if under + band.numel() >= k:
+                return band.sort().values[k - under - 1]
+    return torch.kthvalue(scores, k).values
