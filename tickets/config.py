@@ -15,6 +15,8 @@ from .settings import check, setting
 # Settings that do not change results: where the data lies (its content is fingerprinted), the model name (its
 # identity is), how far the trajectory runs, how often it is evaluated on the way.
 IDENTITY_EXCLUDED = frozenset({"data_dir", "model", "levels", "train.eval_every", "task"})
+# Without early stopping, how often the next mask is drawn is a measurement that changes no result.
+EARLY_STOP_SETTINGS = frozenset({"early_stop.threshold", "early_stop.check_every"})
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,29 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EarlyStopConfig:
+    """Early-Bird stopping of pruned IMP levels (You et al. 2020): every `check_every` steps a level draws the mask the
+    next level would get and measures its normalised Hamming distance to the previous check's; with `window` > 0 a
+    pruned level that has a next level stops once its last `window` distances are all <= `threshold`."""
+
+    window: int = setting(0, "stop a pruned level once its last N mask distances are all <= the threshold (0: train "
+                             "every level to the end)", ge=0, flag="--early-stop-window")
+    threshold: float = setting(0.1, "the mask distance (normalised Hamming) at or below which the next mask counts as "
+                                    "converged", ge=0, le=1, flag="--early-stop-threshold")
+    check_every: int = setting(0, "draw the next level's mask every N optimizer steps, from step 0 (0: a tenth of the "
+                                  "level's steps)", ge=0, flag="--mask-check-every")
+
+    @property
+    def enabled(self) -> bool:
+        """True when pruned levels may stop early."""
+        return self.window > 0
+
+    def every(self, steps: int) -> int:
+        """Steps between two checks in a level of `steps` optimizer steps."""
+        return self.check_every or max(1, round(steps / 10))
+
+
+@dataclass(frozen=True)
 class TrajectoryConfig:
     """One IMP trajectory: task x seed x rewind x method (Chen et al. 2020, Algorithm 1)."""
 
@@ -71,6 +96,7 @@ class TrajectoryConfig:
     include_pooler: bool | None = setting(None, "prune the pooler dense weight (default: only where the model's pooler "
                                                 "was pre-trained)", off_flag="--exclude-pooler")
     train: TrainConfig = field(default_factory=TrainConfig)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
     def validate(self) -> TrajectoryConfig:
         """Raise a TicketsError naming the first bad setting; return self."""
@@ -82,7 +108,16 @@ class TrajectoryConfig:
             raise TicketsError("give the rewind point in steps or as a percentage (rewind_percent), not both")
         target_sparsity(self.levels, self.rate, self.schedule)
         self.train.validate()
+        check(self.early_stop)
+        if self.early_stop.enabled and not self.rewind_head:
+            raise TicketsError("early stopping needs the head rewound at every level (rewind_head): a kept head would "
+                               "come from a level that stopped early, so no full-length training could evaluate its "
+                               "ticket")
         return self
+
+    def without_early_stop(self) -> TrajectoryConfig:
+        """The same recipe with every level trained to the end (how a ticket of an early-stopped level is evaluated)."""
+        return replace(self, early_stop=EarlyStopConfig())
 
     @property
     def rewinds(self) -> bool:
@@ -95,13 +130,15 @@ class TrajectoryConfig:
 
     def identity(self) -> dict:
         """What determines the trajectory's results: the settings that differ from their defaults (not where the data
-        lies, how many levels run, or eval_every), a fingerprint of the data read, the model's identity, the results
-        version. A new setting with a default leaves existing identities unchanged."""
+        lies, how many levels run, or eval_every; the early-stop settings only where early stopping is on), a
+        fingerprint of the data read, the model's identity, the results version. A new setting with a default leaves
+        existing identities unchanged."""
         from .models import resolve_model
         from .provenance import data_fingerprint, model_identity
         from .tasks import get_task
 
-        settings = _non_default(self, IDENTITY_EXCLUDED)
+        excluded = IDENTITY_EXCLUDED if self.early_stop.enabled else IDENTITY_EXCLUDED | EARLY_STOP_SETTINGS
+        settings = _non_default(self, excluded)
         settings["task"] = get_task(self.task).name
         if self.include_pooler is None:
             settings["pooler_pretrained"] = resolve_model(self.model).pooler_pretrained
@@ -124,6 +161,7 @@ class TrajectoryConfig:
         """Rebuild from `asdict` output."""
         data = dict(data)
         data["train"] = TrainConfig(**data.get("train", {}))
+        data["early_stop"] = EarlyStopConfig(**data.get("early_stop", {}))
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
     def with_levels(self, levels: int) -> TrajectoryConfig:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 from .config import TrajectoryConfig, content_hash
+from .early import level_record, level_watch, next_draw
 from .errors import TicketsError
 from .masks import Mask
 from .paths import (HEAD_WEIGHTS, MASK, NEXT_MASK, REWIND_POINT_WEIGHTS, TRAINED_WEIGHTS, TRAJECTORY_SETTINGS,
@@ -95,9 +96,12 @@ def _run_level(cfg: TrajectoryConfig, session: TaskSession, out_dir: str, level:
         load_parameter_state(model, load_weights(os.path.join(out_dir, REWIND_POINT_WEIGHTS)))
         if not cfg.rewind_head:
             load_parameter_state(model, load_weights(os.path.join(level_dir(out_dir, level - 1), HEAD_WEIGHTS)))
-    rewind = cfg.rewind_steps(total_steps(session.data, cfg.train))
+    steps = total_steps(session.data, cfg.train)
+    rewind = cfg.rewind_steps(steps)
     capture_at = rewind if level == 0 else None
-    result = session.train(mask, capture_at=capture_at, progress=progress, description=f"{cfg.task} level {level}")
+    watch = level_watch(cfg, mask.tensors, level, steps)
+    result = session.train(mask, capture_at=capture_at, progress=progress, description=f"{cfg.task} level {level}",
+                           watch=watch)
     if level == 0:
         if result.captured is None:
             raise TicketsError(f"rewind {rewind} is past the end of training ({result.steps} steps)")
@@ -108,6 +112,7 @@ def _run_level(cfg: TrajectoryConfig, session: TaskSession, out_dir: str, level:
     metrics["rewind_steps"] = rewind
     metrics["content_key"] = cfg.content_key(level)
     metrics["run_key"] = cfg.content_key()
+    metrics.update(level_record(cfg, watch))
 
     def fill(tmp: str) -> None:
         mask.save(os.path.join(tmp, MASK))
@@ -124,12 +129,12 @@ def _run_level(cfg: TrajectoryConfig, session: TaskSession, out_dir: str, level:
 
 def _next_mask(cfg: TrajectoryConfig, session: TaskSession, mask: Mask, level: int) -> Mask | None:
     """The mask of level + 1, pruned from this level's trained weights (None when the schedule ends at 100%)."""
-    try:
-        sparsity = target_sparsity(level + 1, cfg.rate, cfg.schedule)
-    except TicketsError:
+    draw = next_draw(cfg, level)
+    if draw is None:
         return None
+    sparsity, seed = draw
     weights = {n: p.detach() for n, p in session.prunable.items()}
-    keep = prune(cfg.method, weights, sparsity, current=mask.tensors, seed=cfg.seed * 1000 + level + 1)
+    keep = prune(cfg.method, weights, sparsity, current=mask.tensors, seed=seed)
     return session.make_mask(keep, level=level + 1)
 
 

@@ -15,7 +15,7 @@ from .data import TaskData, load_task_data
 from .masks import Mask
 from .models import base_model, build_model, head_state, load_tokenizer, model_id, prunable_parameters, prunable_patterns
 from .tasks import Task, get_task
-from .training import TrainResult, fine_tune, masked_pairs
+from .training import StepWatch, TrainResult, fine_tune, masked_pairs
 from .weights import parameter_state
 
 
@@ -69,12 +69,14 @@ class TaskSession:
         }
         return Mask(keep, {k: str(v) for k, v in meta.items()})
 
-    def train(self, mask: Mask, capture_at: int | None = None, progress: bool = True, description: str = "train") -> TrainResult:
-        """Fine-tune the session's model, as currently loaded, under `mask`."""
+    def train(self, mask: Mask, capture_at: int | None = None, progress: bool = True, description: str = "train",
+              watch: StepWatch | None = None) -> TrainResult:
+        """Fine-tune the session's model, as currently loaded, under `mask` (a `watch` may look on and stop it)."""
         mask.check_shapes(self.encoder_shapes(), f"model '{model_id(self.model)}'")
         params = dict(base_model(self.model).named_parameters())
         pairs = masked_pairs(params, mask.tensors)
-        return fine_tune(self.model, self.data, self.cfg.train, pairs, self.cfg.seed, capture_at, progress, description)
+        return fine_tune(self.model, self.data, self.cfg.train, pairs, self.cfg.seed, capture_at, progress, description,
+                         watch)
 
     def head_state(self) -> dict[str, torch.Tensor]:
         """The current task-head weights."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -28,6 +29,18 @@ class TrainResult:
     metrics: dict[str, float]
     eval_history: list[dict] = field(default_factory=list)
     captured: dict[str, torch.Tensor] | None = None
+
+
+class StepWatch(Protocol):
+    """Looks at the weights every `every` optimizer steps (from step 0, before the first) and may end training there.
+
+    It must leave the weights, the gradients, the train/eval mode and the random streams as they are; the loop does
+    not count its time as training time."""
+
+    every: int
+
+    def __call__(self, step: int, model: nn.Module) -> bool:
+        """Look at `model` after `step` steps; True stops training now."""
 
 
 def masked_pairs(params: dict[str, nn.Parameter], keep: dict[str, torch.Tensor]) -> list[tuple[nn.Parameter, torch.Tensor]]:
@@ -59,10 +72,12 @@ def fine_tune(
     capture_at: int | None = None,
     progress: bool = True,
     description: str = "train",
+    watch: StepWatch | None = None,
 ) -> TrainResult:
     """Train `model` in place with the recipe, keeping masked weights exactly zero; evaluate at the end.
 
     With `capture_at` = k, the weights after k optimizer steps are returned in `captured` (k = 0: before training).
+    A `watch` looks at the weights every `watch.every` steps and may stop training early (`steps` says how many ran).
     The backend trains on the run's device (tickets.devices); the model is back on its own device when this returns.
     The training samples and the seconds their steps took are added to the process's usage meter (tickets.usage).
     """
@@ -77,7 +92,12 @@ def fine_tune(
         started = time.perf_counter()
         bar = tqdm(total=steps, desc=description, disable=not progress, leave=False)
         model.train()
-        for batch in training_batches(data, cfg.batch_size, seed, steps):
+        stop = False
+        if watch is not None:
+            paused = time.perf_counter()
+            stop = watch(0, backend.unwrap())
+            aside += time.perf_counter() - paused
+        for batch in [] if stop else training_batches(data, cfg.batch_size, seed, steps):
             for micro, share in micro_batches(batch, backend.accumulation):
                 loss = backend.forward(micro)
                 backend.backward(loss * share)
@@ -90,7 +110,8 @@ def fine_tune(
                 bar.set_postfix(loss=f"{float(loss_sum) / step:.4f}")
             capture = capture_at is not None and step == capture_at
             check = cfg.eval_every and step % cfg.eval_every == 0 and step < steps
-            if capture or check:
+            look = watch is not None and step % watch.every == 0
+            if capture or check or look:
                 float(loss_sum)  # the queued steps finish first: their time is training time
                 paused = time.perf_counter()
                 if capture:
@@ -98,7 +119,11 @@ def fine_tune(
                 if check:
                     history.append({"step": step, **evaluate(backend.unwrap(), data, cfg.eval_batch_size)})
                     model.train()
+                if look:
+                    stop = watch(step, backend.unwrap())
                 aside += time.perf_counter() - paused
+            if stop:
+                break
         train_loss = float(loss_sum) / max(1, step)  # waits for the last step
         METER.add(backend.device, cfg.precision, samples, time.perf_counter() - started - aside)
         bar.close()
