@@ -16,13 +16,14 @@ import torch
 from .config import TrajectoryConfig, content_hash
 from .errors import TicketsError
 from .masks import Mask
-from .paths import MASK, REWIND_POINT_WEIGHTS, TRAINED_WEIGHTS, level_dir
+from .paths import MASK, REWIND_POINT_WEIGHTS, TRAINED_WEIGHTS, TRAJECTORY_SETTINGS, level_dir
 from .models import POOLER_WEIGHT, initializer_weights, model_id
 from .pruning import prune
-from .records import reusable_metrics, write_result_dir
+from .records import finished_metrics, read_json, reusable_metrics, write_result_dir
 from .session import TaskSession
 from .weights import load_parameter_state, load_weights
 
+TICKET = "ticket"
 REINIT_SCOPES = ("prunable", "encoder")
 DEFAULT_REINIT_SCOPE = "prunable"
 RANDOM_PRUNE_SEED_OFFSET = 104729
@@ -54,6 +55,8 @@ class BranchConfig:
             raise TicketsError("reinit scope applies to the random-reinit branch only")
         self.trajectory.validate()
         source = Mask.load(self.mask_path)
+        if self.kind == TICKET:
+            _check_ticket(self, int(source.metadata.get("level", 0)))
         if self.kind == "transfer" and source.metadata.get("source_task") == self.trajectory.task:
             raise TicketsError(f"the mask was found on '{self.trajectory.task}' itself: "
                                "give the target task with --task")
@@ -90,13 +93,16 @@ def branch_options(kind: str, reinit_scope: str) -> dict:
 class BranchKind:
     """A registered branch kind: its one-line definition, the file of the source trajectory folder it needs (a path
     in that folder, or None), and how it sets the weights and mask of its run (per-level kinds) or that it is a chain
-    of its own levels."""
+    of its own levels. `reproduces` (optional) names a finished result folder that this branch's training would
+    reproduce bit for bit, whose result it then takes instead of training (such a kind records `evaluation_steps`,
+    the steps it trained itself)."""
 
     name: str
     definition: str
     needs: Callable[[BranchConfig], str | None]
     prepare: Callable[[BranchConfig, TaskSession, Mask], Mask] | None = None
     chain: bool = False
+    reproduces: Callable[[BranchConfig], str | None] | None = None
 
 
 def _rewind_point_file(cfg: BranchConfig) -> str | None:
@@ -151,6 +157,37 @@ def _transfer(cfg: BranchConfig, session: TaskSession, source: Mask) -> Mask:
     return _branch_mask(session, source.tensors, source, cfg.kind)
 
 
+def _ticket(cfg: BranchConfig, session: TaskSession, source: Mask) -> Mask:
+    """theta_i loaded as an IMP level loads it, under the level's own mask."""
+    load_parameter_state(session.model, session.theta_0)
+    load_parameter_state(session.model, load_weights(cfg.source_file()))
+    return _branch_mask(session, source.tensors, source, cfg.kind)
+
+
+def _check_ticket(cfg: BranchConfig, level: int) -> None:
+    if level < 1:
+        raise TicketsError(f"a ticket is the mask of a pruned level (level >= 1), got level {level}")
+    if not cfg.trajectory.rewind_head:
+        raise TicketsError("a ticket trains from theta_i with its head gamma_i: it needs rewind_head")
+
+
+def _same_level_trained_to_the_end(cfg: BranchConfig) -> str | None:
+    """The trajectory level whose mask this ticket evaluates, when that level trained to the end with this recipe:
+    it is then the ticket's full-length training already."""
+    mask = Mask.load(cfg.mask_path)
+    folder = level_dir(cfg.source_dir, int(mask.metadata.get("level", 0)))
+    metrics = finished_metrics(folder)
+    if metrics is None or (metrics.get("early_stop") or {}).get("stopped_at_step") is not None:
+        return None
+    settings = os.path.join(cfg.source_dir, TRAJECTORY_SETTINGS)
+    if not os.path.isfile(settings) or not os.path.isfile(os.path.join(folder, MASK)):
+        return None
+    recipe = TrajectoryConfig.from_dict(read_json(settings)["config"]).without_early_stop()
+    if recipe.identity() != cfg.trajectory.without_early_stop().identity():
+        return None
+    return folder if Mask.load(os.path.join(folder, MASK)).content_hash() == mask.content_hash() else None
+
+
 def _fitted(source: Mask, session: TaskSession) -> Mask:
     """The source mask checked against the session's model; its pooler tensor is left out where the model has no
     pooler (a span-head model given a mask from a GLUE model that prunes it)."""
@@ -183,9 +220,15 @@ BRANCHES: dict[str, BranchKind] = {
                    "one shot, trained on", _dense_trained_file, _oneshot_finetuned),
         BranchKind("transfer", "a mask found on another task (or MLM) on theta_0 with a fresh head", lambda cfg: None,
                    _transfer),
+        BranchKind(TICKET, "the level's own mask on theta_i, trained to the end: the ticket of a level that stopped "
+                   "early (tickets.early); a level that trained to the end is its own ticket",
+                   lambda cfg: REWIND_POINT_WEIGHTS, _ticket, reproduces=_same_level_trained_to_the_end),
     )
 }
 BRANCH_KINDS = tuple(BRANCHES)
+# What a trajectory level records beyond its training, left out when a branch takes that level's result.
+_LEVEL_ONLY = ("target_sparsity", "rewind_steps", "content_key", "run_key", "mask_distance", "mask_check_s",
+               "early_stop")
 
 
 def get_branch_kind(name: str) -> BranchKind:
@@ -206,22 +249,40 @@ def run_branch(cfg: BranchConfig, out_dir: str, run_key: str | None = None, prog
     if reused is not None:
         return reused
     started_at = time.time()
+    kind = get_branch_kind(cfg.kind)
+    same = kind.reproduces(cfg) if kind.reproduces is not None else None
+    if same is not None:
+        return _take_result(cfg, same, out_dir, key, run_key, started_at)
     session = TaskSession.open(cfg.trajectory)
     source = _fitted(Mask.load(cfg.mask_path), session)
-    mask = get_branch_kind(cfg.kind).prepare(cfg, session, source)
+    mask = kind.prepare(cfg, session, source)
     level = int(source.metadata.get("level", 0))
     result = session.train(mask, progress=progress, description=f"{cfg.kind} level {level}")
     metrics = session.record(mask, result, level=level, started_at=started_at)
-    metrics.update(
-        branch=cfg.kind,
-        **cfg.options(),
-        content_key=key,
-        run_key=run_key or key,
-        source_task=source.metadata.get("source_task", ""),
-        source_mask=os.path.abspath(cfg.mask_path),
-        source_mask_hash=source.content_hash(),
-        config=asdict(cfg.trajectory),
-        reused=False,
-    )
+    if kind.reproduces is not None:
+        metrics["evaluation_steps"] = result.steps
+    metrics.update(_branch_fields(cfg, source, key, run_key))
+    write_result_dir(out_dir, lambda tmp: mask.save(os.path.join(tmp, MASK)), metrics)
+    return metrics
+
+
+def _branch_fields(cfg: BranchConfig, source: Mask, key: str, run_key: str | None) -> dict:
+    """What a branch's metrics.json adds to its training record: kind, options, keys, source and recipe."""
+    return {"branch": cfg.kind, **cfg.options(), "content_key": key, "run_key": run_key or key,
+            "source_task": source.metadata.get("source_task", ""), "source_mask": os.path.abspath(cfg.mask_path),
+            "source_mask_hash": source.content_hash(), "config": asdict(cfg.trajectory), "reused": False}
+
+
+def _take_result(cfg: BranchConfig, folder: str, out_dir: str, key: str, run_key: str | None,
+                 started_at: float) -> dict:
+    """The branch's result taken from `folder`, whose training it would reproduce: that folder's training record
+    (metrics, steps, loss, its wall time as `source_wall_time_s`) with 0 `evaluation_steps`."""
+    found = finished_metrics(folder)
+    metrics = {k: v for k, v in found.items() if k not in _LEVEL_ONLY}
+    source = Mask.load(cfg.mask_path)
+    mask = Mask(source.tensors, {**source.metadata, "method": cfg.kind, "target_task": cfg.trajectory.task})
+    metrics.update(evaluation_steps=0, same_as=os.path.abspath(folder), source_wall_time_s=found["wall_time_s"],
+                   wall_time_s=time.time() - started_at, started_at=started_at, finished_at=time.time(),
+                   **_branch_fields(cfg, source, key, run_key))
     write_result_dir(out_dir, lambda tmp: mask.save(os.path.join(tmp, MASK)), metrics)
     return metrics
