@@ -28,7 +28,7 @@ def test_round_trip_is_exact_and_bit_packed(tmp_path):
         assert torch.equal(loaded.tensors[name], tensor)
         assert loaded.tensors[name].dtype == torch.bool
     assert loaded.metadata["level"] == "3" and loaded.metadata["source_task"] == "sst2"
-    assert loaded.metadata["format_version"] == "1"
+    assert loaded.metadata["format_version"] == "2"
     assert loaded.content_hash() == mask.content_hash()
     stored = load_file(str(path))
     assert stored["encoder.layer.0.output.dense.weight"].nbytes == (64 * 129 + 7) // 8

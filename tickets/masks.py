@@ -1,4 +1,9 @@
-"""Masks: one boolean tensor per prunable weight, stored bit-packed in safetensors with metadata. Never pickled."""
+"""Masks: one boolean tensor per prunable weight, stored bit-packed in safetensors with metadata. Never pickled.
+
+Format versions: 2 (written now) stores a content hash over names, shapes and bits and a metadata hash over every
+metadata entry and the content hash, so an edited level number or source task is refused like flipped bits; 1 (older
+result stores) has the content hash only, and is read and verified that way.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +19,11 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from .errors import TicketsError
+from .paths import GOOD_MASK, MASK
 
-FORMAT_VERSION = "1"
-_DERIVED = {"shapes", "content_hash", "sparsity"}
+FORMAT_VERSION = "2"
+READABLE_VERSIONS = ("1", "2")  # format 1: content hash only, metadata unverified
+_DERIVED = {"shapes", "content_hash", "sparsity", "metadata_hash"}
 _RESERVED = _DERIVED | {"format_version"}
 
 
@@ -61,7 +68,7 @@ class Mask:
                 )
 
     def save(self, path: str) -> None:
-        """Write atomically as bit-packed safetensors with metadata and content hash."""
+        """Write atomically as bit-packed safetensors with metadata, content hash and metadata hash."""
         packed = _pack(self.tensors)
         meta = {k: str(v) for k, v in self.metadata.items() if k not in _RESERVED}
         meta.update(
@@ -70,6 +77,7 @@ class Mask:
             sparsity=f"{self.sparsity:.8f}",
             content_hash=_hash(self.shapes(), packed),
         )
+        meta["metadata_hash"] = _metadata_hash(meta)
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
@@ -83,7 +91,11 @@ class Mask:
 
     @classmethod
     def load(cls, path: str) -> Mask:
-        """Read a mask file, checking its format and content hash."""
+        """Read a mask file, checking its format, content hash and (format 2 on) metadata hash."""
+        if os.path.isdir(path):
+            inside = [name for name in (MASK, GOOD_MASK) if os.path.isfile(os.path.join(path, name))]
+            hint = f" (did you mean '{os.path.join(path, inside[0])}'?)" if inside else ""
+            raise TicketsError(f"'{path}' is a folder, not a mask file{hint}")
         if not os.path.isfile(path):
             raise TicketsError(f"mask file '{path}' does not exist")
         try:
@@ -94,13 +106,23 @@ class Mask:
             packed = load_file(path)
         except (SafetensorError, OSError, ValueError) as exc:
             raise TicketsError(f"cannot read mask file '{path}': not a safetensors mask ({exc})") from exc
-        if meta.get("format_version") != FORMAT_VERSION or "shapes" not in meta:
-            raise TicketsError(f"'{path}' is not a mask file of format version {FORMAT_VERSION}")
-        shapes = json.loads(meta["shapes"])
-        if set(shapes) != set(packed):
+        version = meta.get("format_version")
+        if "shapes" not in meta or version is None:
+            raise TicketsError(f"'{path}' is a safetensors file but not a mask file (no mask format version)")
+        if version not in READABLE_VERSIONS:
+            raise TicketsError(f"mask file '{path}' has format version {version}, which this code cannot read "
+                               f"(it reads versions {', '.join(READABLE_VERSIONS)}); use the code that wrote it")
+        try:
+            shapes = json.loads(meta["shapes"])
+        except ValueError:
+            raise TicketsError(f"mask file '{path}' is corrupt: its tensor shapes are not readable") from None
+        if not isinstance(shapes, dict) or set(shapes) != set(packed):
             raise TicketsError(f"mask file '{path}' is corrupt: tensor names do not match its metadata")
         if _hash(shapes, packed) != meta.get("content_hash"):
             raise TicketsError(f"mask file '{path}' is corrupt: content hash does not match")
+        if version != "1" and _metadata_hash(meta) != meta.get("metadata_hash"):
+            raise TicketsError(f"mask file '{path}' is corrupt: its metadata (level, task, ...) was changed after it "
+                               "was written (metadata hash does not match)")
         tensors = {n: _unpack(packed[n], shapes[n]) for n in shapes}
         return cls(tensors, {k: v for k, v in meta.items() if k not in _DERIVED})
 
@@ -134,3 +156,9 @@ def _hash(shapes: dict[str, list[int]], packed: dict[str, np.ndarray]) -> str:
         digest.update(json.dumps(shapes[name]).encode())
         digest.update(packed[name].tobytes())
     return digest.hexdigest()
+
+
+def _metadata_hash(meta: dict[str, str]) -> str:
+    """SHA-256 over every stored metadata entry but the metadata hash itself (the content hash among them)."""
+    entries = {k: v for k, v in meta.items() if k != "metadata_hash"}
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
