@@ -12,6 +12,7 @@ TRAINED_WEIGHTS = "trained.safetensors"  # every weight after training (IMP leve
 REWIND_POINT_WEIGHTS = "rewind_point.safetensors"  # theta_i, once per trajectory
 TRAJECTORY_SETTINGS = "trajectory.json"  # a trajectory folder's settings and content key
 CHAIN_SETTINGS = "chain.json"  # a standard-pruning chain folder's content key
+TICKET_EVALUATIONS = "evaluations"  # a ticket bisection's full-length ticket trainings, one level_XX/ each
 GOOD_MASK = "good.safetensors"  # a structured search's good subnetwork
 IMPORTANCE = "importance.json"  # a structured search's head and MLP importance scores
 COMPACT_MODEL = "compact"  # a retrained structured subnetwork compacted to a smaller dense model (a folder)
