@@ -6,13 +6,14 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 
 from .branches import BRANCH_KINDS, BRANCHES, DEFAULT_REINIT_SCOPE, REINIT_SCOPES
 from .cli_recipe import add_recipe_args, recipe_from
 from .cli_structured import register as register_structured
-from .config import TrajectoryConfig
+from .config import EarlyStopConfig, TrajectoryConfig
 from .errors import TicketsError
-from .flags import add_flags
+from .flags import add_flags, given
 from .masks import Mask, overlap
 from .pruning import levels_for_sparsity
 from .structured.structure import KIND as STRUCTURED_KIND
@@ -21,6 +22,7 @@ from .structured.structure import KIND as STRUCTURED_KIND
 def imp_recipe(args: argparse.Namespace) -> TrajectoryConfig:
     """The trajectory an `imp` command line asks for (--target-sparsity: run enough levels to reach it)."""
     cfg = recipe_from(args, TrajectoryConfig(task=args.task or ""))
+    cfg = replace(cfg, early_stop=replace(cfg.early_stop, **given(args, EarlyStopConfig)))
     if args.target_sparsity is not None:
         cfg = cfg.with_levels(levels_for_sparsity(args.target_sparsity, cfg.rate, cfg.schedule))
     return cfg
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     group = imp.add_mutually_exclusive_group()
     add_flags(group, TrajectoryConfig, ("levels",))
     group.add_argument("--target-sparsity", type=float, help="run enough levels to reach this sparsity")
+    add_flags(imp.add_argument_group("early tickets (Early-Bird mask convergence; tickets.early)"), EarlyStopConfig)
     imp.set_defaults(func=cmd_imp)
 
     branch = sub.add_parser("branch", help="run one branch of a trajectory level", description=cmd_branch.__doc__)
