@@ -1,10 +1,11 @@
-"""Starting or attaching Ray: a local instance (dashboard on 127.0.0.1) or the cluster named by RAY_ADDRESS."""
+"""Starting or attaching Ray: a local instance (every port on 127.0.0.1) or the cluster named by RAY_ADDRESS."""
 
 from __future__ import annotations
 
 import math
 import os
-from contextlib import contextmanager
+import ipaddress
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -12,6 +13,9 @@ from .errors import ClusterError
 from .runtime_env import build_runtime_env
 
 JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a `ray job submit` job
+# Ray's switch for machines where it supports no multi-node cluster (Windows, macOS): with it, Ray takes 127.0.0.1 as
+# the node's address and binds every port there. A Ray for one machine sets it on Linux too.
+SINGLE_MACHINE_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 @dataclass
@@ -26,8 +30,10 @@ class RaySession:
 def ray_session(project_root: str | None = None) -> Iterator[RaySession]:
     """Use the Ray already initialised in this process, else RAY_ADDRESS's cluster, else start a local Ray.
 
-    A driver attached to a cluster from outside a job ships `project_root` as its working_dir (see runtime_env).
-    A local Ray binds its dashboard to 127.0.0.1 and is shut down on exit.
+    A driver attached to a cluster from outside a job ships `project_root` as its working_dir (see runtime_env); one
+    attached to a head on loopback (`cluster up` on one machine) keeps 127.0.0.1 as its own address too.
+    A local Ray takes 127.0.0.1 as its node address, so its dashboard, GCS, raylet, workers and agents listen on
+    loopback only; it is shut down on exit.
     """
     import ray
 
@@ -39,18 +45,49 @@ def ray_session(project_root: str | None = None) -> Iterator[RaySession]:
         in_job = JOB_ENV in os.environ
         runtime_env = None if in_job or project_root is None else build_runtime_env(project_root)
         try:
-            context = ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
+            with single_machine() if on_loopback(address) else nullcontext():
+                context = ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
         except (ConnectionError, RuntimeError) as exc:
             raise ClusterError(f"cannot connect to the Ray cluster at RAY_ADDRESS={address}: {exc}") from None
         mode = "job" if in_job else "cluster"
     else:
-        context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1")
+        with single_machine():
+            context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1")
         mode = "local"
     try:
         url = context.dashboard_url
         yield RaySession(mode, f"http://{url}" if url and "://" not in url else url)
     finally:
         ray.shutdown()
+
+
+def on_loopback(address: str) -> bool:
+    """True when a Ray address (`HOST:PORT`, `ray://HOST:PORT`) names this machine's loopback interface."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@contextmanager
+def single_machine() -> Iterator[None]:
+    """While inside, a Ray started by this process takes 127.0.0.1 as its node's address (Ray's mode for machines
+    without multi-node support), so every process it starts listens on loopback only."""
+    from ray._private import ray_constants
+
+    saved_env = {name: os.environ.get(name) for name in SINGLE_MACHINE_ENV}
+    saved_flag = ray_constants.ENABLE_RAY_CLUSTER  # read from the environment when Ray was imported
+    os.environ.update(SINGLE_MACHINE_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        for name, value in saved_env.items():
+            os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
 
 
 def trial_slots(cpus: float, gpus: float) -> int:

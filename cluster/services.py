@@ -1,11 +1,18 @@
-"""`python -m cluster up/down`: a local Ray head and an MLflow tracking server, both bound to 127.0.0.1.
+"""`python -m cluster up/down`: a Ray head and an MLflow tracking server (with `--tracking postgres`, also the
+PostgreSQL server MLflow stores runs in), every port on 127.0.0.1 unless a networked head is asked for.
 
-`up` starts each service in its own process group, waits until both answer, and records their process ids, ports
-and log files in a state file; `down` stops exactly those process groups (SIGTERM, then SIGKILL) and nothing else.
+`up` starts each service in its own process group, waits until it answers, and records process ids, ports and log
+files in a state file as it goes, so `down` also stops a half-started set; `down` stops exactly those process groups
+(SIGTERM; the postmaster SIGINT, its fast shutdown; then SIGKILL) and nothing else.
+
+On one machine Ray's node address is 127.0.0.1 (`SINGLE_MACHINE_ENV`), so its GCS, raylet, object manager, workers,
+dashboard agent and client server listen on loopback only. A networked head (`node_ip_address`) opens those ports on
+that address, and `up` refuses one without Ray's token authentication.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -17,20 +24,43 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
+from . import postgres
 from .errors import ClusterError
+from .ray_session import SINGLE_MACHINE_ENV
 from .tracking import DEFAULT_ARTIFACTS, health_status, resolve_tracking_uri
 
 DEFAULT_STATE_DIR = os.path.join("runs", "cluster")
 STATE_FILE = "state.json"
 HOST = "127.0.0.1"
+TRACKING_STORES = ("sqlite", "postgres")
+
+
+@dataclass
+class UpOptions:
+    """What `up` starts, on which ports, with which stores."""
+
+    ray_port: int = 6379
+    dashboard_port: int = 8265
+    mlflow_port: int = 5000
+    num_cpus: int | None = None
+    num_gpus: int | None = None
+    tracking: str = "sqlite"  # "sqlite": ./mlruns.db or `backend_store_uri`; "postgres": a server started here
+    backend_store_uri: str | None = None  # a SQLite file or an existing database's postgresql:// URI
+    postgres_port: int | None = None  # None: a free port
+    artifacts: str = DEFAULT_ARTIFACTS
+    node_ip_address: str | None = None  # None (or a loopback address): one machine, every port on 127.0.0.1
+    timeout_s: float = 120.0
+
+    @property
+    def networked(self) -> bool:
+        """True when the Ray head is to listen on a network address (a multi-node cluster)."""
+        return self.node_ip_address is not None and not ipaddress.ip_address(self.node_ip_address).is_loopback
 
 
 @dataclass
 class Services:
-    """What `up` started: process groups, addresses, files."""
+    """What `up` started: process groups, addresses, files (the store URI without its password)."""
 
-    ray_pgid: int
-    mlflow_pgid: int
     ray_port: int
     dashboard_port: int
     mlflow_port: int
@@ -39,6 +69,12 @@ class Services:
     artifacts: str
     temp_dir: str
     auth_mode: str
+    node_ip_address: str = HOST
+    ray_pgid: int | None = None
+    mlflow_pgid: int | None = None
+    postgres_pgid: int | None = None
+    postgres_port: int | None = None
+    postgres_dir: str | None = None
     logs: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -48,8 +84,13 @@ class Services:
 
     @property
     def ray_address(self) -> str:
-        """The GCS address (RAY_ADDRESS for a driver run from this machine)."""
-        return f"{HOST}:{self.ray_port}"
+        """The GCS address (RAY_ADDRESS for a driver; on a networked head, what worker nodes join)."""
+        return f"{self.node_ip_address}:{self.ray_port}"
+
+    @property
+    def groups(self) -> list[int]:
+        """The process groups started, in start order."""
+        return [pgid for pgid in (self.postgres_pgid, self.mlflow_pgid, self.ray_pgid) if pgid is not None]
 
 
 def free_port() -> int:
@@ -67,54 +108,111 @@ def _check_free(port: int, flag: str) -> None:
             raise ClusterError(f"port {port} on {HOST} is in use; pick another with {flag}") from None
 
 
-def up(state_dir: str = DEFAULT_STATE_DIR, ray_port: int = 6379, dashboard_port: int = 8265, mlflow_port: int = 5000,
-       num_cpus: int | None = None, num_gpus: int | None = None, backend_store_uri: str | None = None,
-       artifacts: str = DEFAULT_ARTIFACTS, timeout_s: float = 120.0) -> Services:
-    """Start the Ray head and the MLflow server, wait until both answer, and record them in the state file."""
+def _check_options(options: UpOptions, auth_mode: str) -> None:
+    """Refuse what cannot work, before anything starts."""
+    if options.tracking == "postgres" and options.backend_store_uri:
+        raise ClusterError("give either --tracking postgres (a PostgreSQL server started here) or --backend-store-uri "
+                           "(an existing store), not both")
+    if options.networked and auth_mode == "disabled":
+        raise ClusterError(f"a Ray head on {options.node_ip_address} opens its ports to the network and needs Ray's "
+                           "token authentication: unset RAY_AUTH_MODE=disabled")
+    ports = [(options.ray_port, "--port"), (options.dashboard_port, "--dashboard-port"),
+             (options.mlflow_port, "--mlflow-port")]
+    if options.postgres_port is not None:
+        ports.append((options.postgres_port, "--postgres-port"))
+    for port, flag in ports:
+        _check_free(port, flag)
+    if (options.backend_store_uri or "").startswith("postgresql"):
+        postgres.check_uri(options.backend_store_uri)
+
+
+def up(state_dir: str = DEFAULT_STATE_DIR, options: UpOptions | None = None) -> Services:
+    """Start the tracking services and the Ray head, wait until each answers, and record them in the state file."""
+    options = options or UpOptions()
     if read_state(state_dir) is not None:
         raise ClusterError(f"services are already up (state in {state_dir}); run `python -m cluster down` first")
-    for port, flag in ((ray_port, "--port"), (dashboard_port, "--dashboard-port"), (mlflow_port, "--mlflow-port")):
-        _check_free(port, flag)
-    os.makedirs(state_dir, exist_ok=True)
-    store = resolve_tracking_uri(backend_store_uri or os.path.join(os.getcwd(), "mlruns.db"))
-    artifacts = os.path.abspath(artifacts)
-    temp_dir = tempfile.mkdtemp(prefix=f"ray-{ray_port}-", dir="/tmp")
-    logs = {name: os.path.abspath(os.path.join(state_dir, f"{name}.log")) for name in ("mlflow", "ray")}
-    mlflow_cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--artifacts-destination",
-                  artifacts, "--host", HOST, "--port", str(mlflow_port), "--workers", "1"]
-    mlflow = _spawn(mlflow_cmd, logs["mlflow"], {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
-    ray_cmd = [_ray_executable(), "start", "--head", "--block", "--port", str(ray_port), "--include-dashboard=true",
-               "--dashboard-host", HOST, "--dashboard-port", str(dashboard_port), "--temp-dir", temp_dir,
-               "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
-               "--disable-usage-stats"]
-    ray_cmd += ["--num-cpus", str(num_cpus)] if num_cpus is not None else []
-    ray_cmd += ["--num-gpus", str(num_gpus)] if num_gpus is not None else []
     # Jobs run `python` from the head's PATH: make it this interpreter (the project's virtualenv). Ray token
-    # authentication stays on unless RAY_AUTH_MODE says otherwise (the GCS listens beyond loopback).
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    # authentication stays on unless RAY_AUTH_MODE says otherwise.
     auth_mode = os.environ.get("RAY_AUTH_MODE", "token")
-    ray = _spawn(ray_cmd, logs["ray"], {"RAY_USAGE_STATS_ENABLED": "0", "PATH": path, "RAY_AUTH_MODE": auth_mode})
-    services = Services(ray.pid, mlflow.pid, ray_port, dashboard_port, mlflow_port, f"http://{HOST}:{mlflow_port}",
-                        store, artifacts, temp_dir, auth_mode, logs)
+    _check_options(options, auth_mode)
+    os.makedirs(state_dir, exist_ok=True)
+    logs = {name: os.path.abspath(os.path.join(state_dir, f"{name}.log")) for name in ("postgres", "mlflow", "ray")}
+    if options.tracking != "postgres":
+        logs.pop("postgres")
+    node_ip = options.node_ip_address if options.networked else HOST
+    services = Services(options.ray_port, options.dashboard_port, options.mlflow_port,
+                        f"http://{HOST}:{options.mlflow_port}", "", os.path.abspath(options.artifacts),
+                        tempfile.mkdtemp(prefix=f"ray-{options.ray_port}-", dir="/tmp"), auth_mode, node_ip, logs=logs)
     _write_state(state_dir, services)
     try:
-        _wait_http(services.tracking_uri, "/health", timeout_s, mlflow, logs["mlflow"], "MLflow server")
-        _wait_http(services.dashboard_url, "/api/gcs_healthz", timeout_s, ray, logs["ray"], "Ray head")
-    except ClusterError:
+        store, store_env = _start_postgres(state_dir, options, services)
+        services.backend_store_uri = postgres.redact(store)
+        _start_mlflow(store, store_env, services, options.timeout_s)
+        _write_state(state_dir, services)
+        _start_ray(options, services)
+        _write_state(state_dir, services)
+    except BaseException:
+        _write_state(state_dir, services)
         down(state_dir)
         raise
     return services
 
 
-def down(state_dir: str = DEFAULT_STATE_DIR, timeout_s: float = 30.0) -> Services:
-    """Stop the process groups `up` recorded (SIGTERM, then SIGKILL after `timeout_s`) and forget them."""
+def _start_postgres(state_dir: str, options: UpOptions, services: Services) -> tuple[str, dict[str, str]]:
+    """The backend store URI and the environment MLflow needs for it; with --tracking postgres, the server started."""
+    if options.tracking != "postgres":
+        return resolve_tracking_uri(options.backend_store_uri or os.path.join(os.getcwd(), "mlruns.db")), {}
+    log = services.logs["postgres"]
+    server = postgres.prepare(os.path.join(state_dir, "postgres"), options.postgres_port or free_port(), log)
+    process = postgres.start(server, log)
+    services.postgres_pgid, services.postgres_port, services.postgres_dir = process.pid, server.port, server.folder
+    _write_state(state_dir, services)
+    postgres.wait_ready(server, options.timeout_s, process, log)
+    postgres.ensure_database(server)
+    return server.uri, server.env
+
+
+def _start_mlflow(store: str, store_env: dict[str, str], services: Services, timeout_s: float) -> None:
+    """The MLflow server on 127.0.0.1, serving artifacts (mlflow-artifacts: URIs) from `services.artifacts`."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", services.artifacts, "--host", HOST,
+           "--port", str(services.mlflow_port), "--workers", "1"]
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": store, **store_env}
+    mlflow = _spawn(cmd, services.logs["mlflow"], env)  # the store URI goes by environment: no password in `ps`
+    services.mlflow_pgid = mlflow.pid
+    _wait_http(services.tracking_uri, "/health", timeout_s, mlflow, services.logs["mlflow"], "MLflow server")
+
+
+def _start_ray(options: UpOptions, services: Services) -> None:
+    """The Ray head: dashboard on 127.0.0.1; its other ports on loopback, or on a networked head's address."""
+    cmd = [_ray_executable(), "start", "--head", "--block", "--port", str(options.ray_port),
+           "--node-ip-address", services.node_ip_address, "--include-dashboard=true", "--dashboard-host", HOST,
+           "--dashboard-port", str(options.dashboard_port), "--temp-dir", services.temp_dir,
+           "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port()),
+           "--disable-usage-stats"]
+    cmd += ["--num-cpus", str(options.num_cpus)] if options.num_cpus is not None else []
+    cmd += ["--num-gpus", str(options.num_gpus)] if options.num_gpus is not None else []
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    env = {"RAY_USAGE_STATS_ENABLED": "0", "PATH": path, "RAY_AUTH_MODE": services.auth_mode}
+    if not options.networked:
+        env.update(SINGLE_MACHINE_ENV)
+    ray = _spawn(cmd, services.logs["ray"], env)
+    services.ray_pgid = ray.pid
+    _wait_http(services.dashboard_url, "/api/gcs_healthz", options.timeout_s, ray, services.logs["ray"], "Ray head")
+
+
+def down(state_dir: str = DEFAULT_STATE_DIR, timeout_s: float = 15.0) -> Services:
+    """Stop the process groups `up` recorded (SIGTERM, the postmaster SIGINT; SIGKILL after `timeout_s`), forget
+    them."""
     services = read_state(state_dir)
     if services is None:
         raise ClusterError(f"nothing to stop: no state file in {state_dir} (was `python -m cluster up` run here?)")
-    groups = [services.ray_pgid, services.mlflow_pgid]
+    groups = services.groups
     strays = _descendants_elsewhere(groups)  # e.g. Ray workers, which the raylet starts in sessions of their own
     for pgid in groups:
-        _signal_group(pgid, signal.SIGTERM)
+        if pgid == services.postgres_pgid:
+            _signal_leader(pgid, postgres.STOP_SIGNAL)
+        else:
+            _signal_group(pgid, signal.SIGTERM)
     deadline = time.time() + timeout_s
     while time.time() < deadline and any(_group_alive(pgid) for pgid in groups):
         time.sleep(0.5)
@@ -171,6 +269,13 @@ def _wait_http(uri: str, path: str, timeout_s: float, process: subprocess.Popen,
             pass
         time.sleep(1)
     raise ClusterError(f"the {what} did not answer {uri}{path} within {timeout_s:.0f} s; see {log_path}")
+
+
+def _signal_leader(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:
