@@ -37,7 +37,8 @@ _TAGS = {
     "branch_kind": C.TAG_BRANCH_KIND, "source_task": C.TAG_SOURCE_TASK, "source_level": C.TAG_SOURCE_LEVEL,
     "prunable_set": C.TAG_PRUNABLE_SET, "main_metric": C.TAG_MAIN_METRIC, "levels_planned": C.TAG_LEVELS_PLANNED,
     "parent_run_id": C.TAG_PARENT_RUN, "rewind_point": C.TAG_REWIND_POINT, "subnetwork": C.TAG_SUBNETWORK,
-    "reinit_scope": C.TAG_REINIT_SCOPE, "not_comparable": C.TAG_NOT_COMPARABLE,
+    "reinit_scope": C.TAG_REINIT_SCOPE, "not_comparable": C.TAG_NOT_COMPARABLE, "series": C.TAG_SERIES,
+    "imp_method": C.TAG_IMP_METHOD, "levels": C.TAG_LEVELS,
 }
 _INT_TAGS = ("seed", "rewind", "source_level", "levels_planned")
 _INHERITED = ("task", "seed", "method", "rewind", "rewind_point", "schedule", "model", "prunable_set", "main_metric")
@@ -151,11 +152,13 @@ def find_experiment(client, name: str):
 
 
 def fetch_histories(client, runs: list) -> pd.DataFrame:
-    """Every logged value (run_id, key, step, value, timestamp) of the runs, read in bulk per metric key."""
+    """Every per-level value (run_id, key, step, value, timestamp) of the runs, read in bulk per metric key (not the
+    `level` metric, which repeats the step, nor mask-distance curves, whose steps are training steps)."""
     ids_by_key: dict[str, list[str]] = {}
     for run in runs:
         for key in run.data.metrics:
-            ids_by_key.setdefault(key, []).append(run.info.run_id)
+            if key != C.METRIC_LEVEL and not key.startswith(C.METRIC_MASK_DISTANCE_PREFIX):
+                ids_by_key.setdefault(key, []).append(run.info.run_id)
     read = MetricHistoryReader(client, BULK_MAX_POINTS)
     rows = []
     for key, ids in sorted(ids_by_key.items()):
@@ -176,6 +179,8 @@ def runs_frame(runs: list) -> pd.DataFrame:
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["run_id", "run_name", "status", "start_time", "end_time", *_TAGS])
     frame = _inherit_from_parents(frame)
+    has_imp_method = frame["imp_method"] != ""  # a baseline series compares with the IMP of its trajectory's method
+    frame.loc[has_imp_method, "method"] = frame.loc[has_imp_method, "imp_method"]
     for column in _INT_TAGS:
         numbers = pd.to_numeric(frame[column], errors="coerce")
         frame[column] = numbers.where(numbers == numbers.round()).astype("Int64")

@@ -36,12 +36,14 @@ def sort_series(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 def planned_seeds(runs: pd.DataFrame) -> pd.DataFrame:
     """(series, level, seed) of every level the runs are meant to produce: levels 0..levels_planned of a trajectory,
-    the source_level of a branch run."""
+    the levels a branch series holds (tag `levels`; `source_level` of a transfer)."""
     trajectories = runs[(runs["branch"] == IMP) & runs["levels_planned"].notna()]
     repeated = trajectories.loc[trajectories.index.repeat(trajectories["levels_planned"].astype(int) + 1)]
     repeated = repeated.assign(level=repeated.groupby(level=0).cumcount())
-    branches = runs[(runs["branch"] != IMP) & runs["source_level"].notna()]
-    branches = branches.assign(level=branches["source_level"].astype(int))
+    branches = runs[runs["branch"] != IMP]
+    levels = branches["source_level"].astype("string").where(branches["source_level"].notna(), branches["levels"])
+    branches = branches.assign(level=levels.fillna("").str.split(",")).explode("level")
+    branches = branches[branches["level"] != ""].astype({"level": int})
     return pd.concat([repeated, branches])[KEY + ["seed"]].reset_index(drop=True)
 
 

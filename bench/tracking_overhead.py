@@ -2,13 +2,13 @@
 
 The sweep trial (`sweeps.trial.run_piece`) has no switch to turn MLflow off, so this runs the trial's work in-process:
 the same real IMP trajectory as bench/sweep_efficiency.py (tiny random BERT on real SST-2), with logging on (the
-trial's `TrialRecorder`: connect and mark RUNNING, log every finished level as it lands, mark FINISHED) or off (the
+trial's `TrialRecorder`: connect, log every finished level as it lands) or off (the
 trajectory alone), interleaved on/off, off/on, ... on fresh seeds, against a fresh local SQLite store. The MLflow calls
 are timed one by one, so the overhead is the measured logging time over the trial's time without it; the side-by-side
 walls are shown too, but on a shared 2-core machine their difference is mostly noise.
 
 Also measured: `import mlflow` plus connecting, which a trial pays once per fresh worker process; the driver's
-per-sweep work (create the store, create one run per trial, reconcile at the end); and logging one level with the
+per-sweep work (create the store, create one run per trial when it starts, reconcile at the end); and logging one level with the
 mask of the embedded MiniLM and of a BERT-base-size model, whose artifacts are larger than the tiny model's.
 """
 
@@ -33,7 +33,6 @@ import ray, sweeps.trial  # what a Ray trial worker has imported before its Tria
 from sweeps.mlflow_runs import TrialRecorder
 start = time.perf_counter()
 recorder = TrialRecorder(sys.argv[1], sys.argv[2])
-recorder.started()
 print(time.perf_counter() - start)
 assert not recorder.failed
 """
@@ -51,7 +50,6 @@ def run_trial(piece, store, uri: str, run_id: str | None) -> tuple[float, list[f
     if run_id is not None:
         t = time.perf_counter()
         recorder = TrialRecorder(uri, run_id)
-        recorder.started()
         other += time.perf_counter() - t
 
     def on_level(result) -> None:
@@ -107,7 +105,7 @@ def main() -> None:
     from sweeps.plan import build_plan
     from sweeps.spec import load_spec
     from sweeps.store import ResultsStore
-    from sweeps.mlflow_runs import prepare_runs, reconcile
+    from sweeps.mlflow_runs import SweepRuns
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=3, help="on/off trial pairs (plus one warm-up trial)")
@@ -130,8 +128,9 @@ def main() -> None:
         create_s = time.perf_counter() - t
         client = tracking.client(uri)
         experiment_id = tracking.ensure_experiment(client, spec.name, uri)
+        runs = SweepRuns(client, experiment_id, plan, store)
         t = time.perf_counter()
-        run_ids = prepare_runs(client, experiment_id, plan)
+        run_ids = {piece.key: runs.open(piece) for piece in plan}
         prepare_s = (time.perf_counter() - t) / len(plan)
         run_trial(plan[0], store, uri, None)  # warm-up: imports, data cache, allocator
         walls: dict[bool, list[float]] = {True: [], False: []}
@@ -148,7 +147,8 @@ def main() -> None:
                 logging_s.append(total)
                 on_pieces.append(piece)
         t = time.perf_counter()
-        if reconcile(client, {p.key: run_ids[p.key] for p in on_pieces}, on_pieces, store, ended=True):
+        runs.series = {key: series for key, series in runs.series.items() if series.first in on_pieces}
+        if runs.reconcile(ended=True):
             raise SystemExit("a logged trial left levels unlogged: the timings would miss them")
         reconcile_s = (time.perf_counter() - t) / len(on_pieces)
         connect_s = median([fresh_worker_connect(uri, run_ids[plan[0].key]) for _ in range(2)])

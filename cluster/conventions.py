@@ -1,12 +1,26 @@
 """How sweep results are laid out in MLflow: the contract between `sweeps` (writer) and `analysis` (reader).
 
-One experiment per sweep spec `name`. One run per IMP trajectory (RUN_KIND=trajectory) whose metrics are logged
-with step = level (level 0 is the dense network), including `sparsity`; masks are artifacts
-`masks/level_XX.safetensors` and each level's metrics.json is `levels/level_XX.json`. A run's CONTENT_KEY tag is its
-piece's content key; every level file of the run names it as `run_key`, beside the level's own `content_key`. Branch runs
-(RUN_KIND=branch: random-prune, random-reinit, oneshot, oneshot-finetuned, transfer) are one run per (trajectory, kind,
-level), nested under their source trajectory run, with metrics logged at step = the level whose sparsity they match;
-standard pruning, a chain of its own levels, is one run per trajectory with its levels 1..N as steps.
+One experiment per sweep spec `name`, tagged with the layout version (EXPERIMENT_TAG_LAYOUT) and a description.
+**One run per series** (tag SERIES), its levels as steps: the IMP trajectory of one task x seed x rewind x method
+(RUN_KIND=trajectory, SERIES=imp, levels 0..N), each baseline kind of that trajectory (RUN_KIND=branch, SERIES =
+the kind: random-prune, random-reinit, oneshot, oneshot-finetuned, standard, ticket; random-reinit:encoder for the
+other scope), each transfer S -> T (SERIES=transfer:S->T, one level, SOURCE_LEVEL). Why series: what a researcher
+compares is a curve over sparsity per series, averaged over seeds. With one run per series, MLflow's runs table shows
+one row per curve (its last level being the sparsest, the same for every series of a sweep), grouping by `series`
+averages seeds at each step, and a chart of the main metric against `sparsity` (or step = level) draws IMP and every
+baseline side by side; with one run per level, grouping mixed sparsities and a trajectory row showed only its last.
+Baseline series are not nested under their trajectory (SOURCE_RUN links it): the UI folds child runs away.
+
+Every level logs at step = level: the task's dev metrics, `sparsity` (the schedule's value, rounded), `actual_sparsity`
+(the mask's), `level`, `steps`, `wall_time_s`...; its mask is the artifact `masks/level_XX.safetensors` and its
+metrics.json `levels/level_XX.json`; a level counts once `sparsity` is logged (last). Mask-distance curves are metrics
+`mask_distance_level_XX` at step = training step. Tags are true for the run: METHOD is how its masks were drawn
+(random for random-prune), IMP_METHOD the method of the trajectory it compares with. A run's CONTENT_KEY tag is its
+series key (a trajectory's content key; for a per-level baseline a hash of kind, options and trajectory); each level
+file names the trial that wrote it as `run_key`. A run starts when its first trial starts (or, logged later from the
+results store, when its first level started) and ends with its last level; status is RUNNING while a trial of it
+runs, SCHEDULED while it waits, FINISHED or FAILED.
+One run per sweep (RUN_KIND=sweep, not a parent) holds the spec and plan and the latest report (REPORT_ARTIFACT_DIR).
 Structured tickets (RUN_KIND=structured, tag SUBNETWORK): one run per structured search (SUBNETWORK=search: the
 full fine-tuned model's metrics, the good subnetwork's size as `good_*` metrics, its mask as the level-0 mask) and one
 per retrained subnetwork (good, random, bad, full), nested under its search run; all at step 0, `sparsity` being the
@@ -36,7 +50,8 @@ TAG_DEVICE = "device"  # where the trial trained: "cpu", "cuda:0"
 TAG_PRECISION = "precision"  # the precision it trained in: fp32, bf16, fp16
 TAG_SERIES = "series"  # imp, random-prune, random-reinit, random-reinit:encoder, oneshot, standard, transfer:S->T, ...
 TAG_LEVELS = "levels"  # the levels a series run holds, e.g. "1,2" (its steps)
-TAG_SWEEP_RUN = "sweep_run_id"  # on every run of a sweep: the id of the sweep's own run (RUN_KIND_SWEEP)
+TAG_IMP_METHOD = "imp_method"  # the pruning method of the IMP trajectory a series belongs to (method: its own masks')
+TAG_SOURCE_RUN = "source_run_id"  # a baseline or transfer series: the run of the IMP trajectory it branches from
 EXPERIMENT_TAG_LAYOUT = "tracking_layout"  # experiment tag: the version of this layout the experiment was written in
 EXPERIMENT_TAG_DESCRIPTION = "mlflow.note.content"  # experiment description shown by the MLflow UI
 LAYOUT_VERSION = "2"  # 2: one run per series (levels as steps); 1 (no tag): one branch run per level

@@ -57,7 +57,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
             if os.getcwd() in where:
                 console.print(f"[yellow]warning[/]: {what} ({where}) is inside this job's temporary working dir; "
                               "give --storage / --tracking-uri outside it to keep the results")
-    result = run_sweep(spec, uri, console, project_root=PROJECT_ROOT)
+    with open(args.spec, encoding="utf-8") as handle:
+        spec_text = handle.read()
+    result = run_sweep(spec, uri, console, project_root=PROJECT_ROOT, spec_text=spec_text)
     print_summary(console, result)
     return 0 if result.ok else 1
 

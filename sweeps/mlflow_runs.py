@@ -1,9 +1,13 @@
-"""MLflow runs of a sweep, following cluster.conventions: one run per trajectory, branch runs nested under it.
+"""MLflow runs of a sweep, following cluster.conventions: one run per series, its levels as steps.
 
-Runs are found by their content-key tag, so a re-run never creates a second run for the same piece. A level counts as
-logged once its `sparsity` metric is there (logged last), so logging can be re-attempted at any time: the trial logs
-each level as it finishes, and the driver logs whatever a trial could not (a tracking server that was down) at the end
-of every sweep from the results on disk.
+Runs are found by their content-key tag (the series key), so a re-run never creates a second run for the same series.
+A run is created when its first trial gets a slot (or, for a series finished before this MLflow store knew it, from
+the times its levels recorded), so its start and end bracket its own training. The driver owns every run's status:
+RUNNING while a trial of the series runs, SCHEDULED while it waits for its next level, FINISHED once every level is
+on disk, FAILED when the sweep ended without it. Workers only log levels. A level counts as logged once its
+`sparsity` metric is there (logged last), so logging can be re-attempted at any time: the trial logs each level as it
+finishes, and the driver logs whatever a trial could not (a tracking server that was down) when the trial ends and
+at the end of every sweep, from the results on disk.
 """
 
 from __future__ import annotations
@@ -11,10 +15,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from collections import Counter
 from dataclasses import asdict
 
 from cluster import conventions as cv
 from cluster import tracking
+from cluster.errors import ClusterError
 from tickets.models import DEFAULT_MODEL
 from tickets.paths import IMPORTANCE, METRICS
 from tickets.records import finished_metrics
@@ -22,23 +29,29 @@ from tickets.tasks import get_task
 from tickets.usage import Usage
 
 from .plan import STRUCTURED_SEARCH, Piece
+from .series import Series, group_series, is_per_level, level_sparsity, pruning_method, series_key
 from .store import ResultsStore, mask_name
 
-SCALARS = ("target_sparsity", "train_loss", "wall_time_s", "steps")
+SCALARS = ("target_sparsity", "train_loss", "wall_time_s", "steps", "mask_check_s")
 STRUCTURE_COUNTS = ("heads_kept", "heads_total", "mlps_kept", "mlps_total")
 SEARCH_SCALARS = {"full_metric": "full_metric", "good_metric_before_retraining": "good_metric_before_retraining",
                   "weight_sparsity": "good_sparsity"}
+METRIC_ACTUAL_SPARSITY = "actual_sparsity"
+KNOWN_RUN_KINDS = (cv.RUN_KIND_TRAJECTORY, cv.RUN_KIND_BRANCH, cv.RUN_KIND_STRUCTURED)
 
 
-def piece_tags(piece: Piece, parent_run_id: str | None) -> dict[str, str]:
-    """The tags of a piece's run (conventions: task, seed, method, rewind, schedule, model, content key, kind...)."""
+def series_tags(series: Series, source_run_id: str | None = None) -> dict[str, str]:
+    """The tags of a series' run: run kind, series, task, seed, method, rewind, schedule, model, content key, levels,
+    and what the kind adds (branch kind, source task and run, subnetwork, reinit scope...)."""
+    piece = series.first
     cfg = piece.recipe
     tags = {
-        cv.TAG_TASK: cfg.task, cv.TAG_SEED: str(cfg.seed), cv.TAG_METHOD: cfg.method, cv.TAG_REWIND: str(cfg.rewind),
+        cv.TAG_SERIES: series.label, cv.TAG_TASK: cfg.task, cv.TAG_SEED: str(cfg.seed),
+        cv.TAG_METHOD: pruning_method(piece), cv.TAG_IMP_METHOD: cfg.method, cv.TAG_REWIND: str(cfg.rewind),
         cv.TAG_REWIND_POINT: piece.rewind_label, cv.TAG_SCHEDULE: cfg.schedule,
-        cv.TAG_MODEL: cfg.model or DEFAULT_MODEL, cv.TAG_CONTENT_KEY: piece.key,
-        cv.TAG_MAIN_METRIC: get_task(cfg.task).main_metric,
-        "mlflow.runName": piece.name,
+        cv.TAG_MODEL: cfg.model or DEFAULT_MODEL, cv.TAG_CONTENT_KEY: series.key,
+        cv.TAG_MAIN_METRIC: get_task(cfg.task).main_metric, cv.TAG_LEVELS: ",".join(map(str, series.levels)),
+        "mlflow.runName": series.name,
     }
     if cfg.rewind_percent is not None:  # resolved to steps by the trajectory's level 0, which then sets the tag
         tags.pop(cv.TAG_REWIND)
@@ -47,21 +60,22 @@ def piece_tags(piece: Piece, parent_run_id: str | None) -> dict[str, str]:
     if piece.is_trajectory:
         tags.update({cv.TAG_RUN_KIND: cv.RUN_KIND_TRAJECTORY, cv.TAG_LEVELS_PLANNED: str(cfg.levels)})
     elif piece.is_structured:
-        for tag in (cv.TAG_SCHEDULE, cv.TAG_REWIND_POINT):
+        for tag in (cv.TAG_SCHEDULE, cv.TAG_REWIND_POINT, cv.TAG_IMP_METHOD):
             tags.pop(tag)
-        tags.update({cv.TAG_RUN_KIND: cv.RUN_KIND_STRUCTURED, cv.TAG_SUBNETWORK: piece.subnetwork,
-                     cv.TAG_METHOD: piece.options["strategy"]})
-        if parent_run_id:
-            tags[cv.TAG_PARENT_RUN] = parent_run_id
+        tags.update({cv.TAG_RUN_KIND: cv.RUN_KIND_STRUCTURED, cv.TAG_SUBNETWORK: piece.subnetwork})
+        if source_run_id:
+            tags[cv.TAG_PARENT_RUN] = source_run_id
     else:
         tags.update({cv.TAG_RUN_KIND: cv.RUN_KIND_BRANCH, cv.TAG_BRANCH_KIND: piece.kind,
-                     cv.TAG_SOURCE_TASK: piece.source_task, cv.TAG_SOURCE_LEVEL: str(piece.level)})
+                     cv.TAG_SOURCE_TASK: piece.source_task})
+        if not is_per_level(piece) and not piece.is_chain:
+            tags[cv.TAG_SOURCE_LEVEL] = str(piece.level)
         if piece.options and "reinit_scope" in piece.options:
             tags[cv.TAG_REINIT_SCOPE] = piece.options["reinit_scope"]
         if piece.is_chain:
             tags[cv.TAG_LEVELS_PLANNED] = str(cfg.levels)
-        if parent_run_id:
-            tags[cv.TAG_PARENT_RUN] = parent_run_id
+        if source_run_id:
+            tags[cv.TAG_SOURCE_RUN] = source_run_id
     return tags
 
 
@@ -78,25 +92,19 @@ def piece_params(piece: Piece) -> dict[str, str]:
     return {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in data.items()}
 
 
-def prepare_runs(client, experiment_id: str, pieces: list[Piece]) -> dict[str, str]:
-    """The run id of every piece: found by content-key tag, or created (status SCHEDULED) when missing."""
-    from mlflow.entities import Param
-
-    existing = tracking.runs_by_tag(client, experiment_id, cv.TAG_CONTENT_KEY)
-    run_ids = {key: run.info.run_id for key, run in existing.items()}
-    for piece in sorted(pieces, key=lambda p: not p.is_root):
-        if piece.key in run_ids:
-            planned = str(piece.recipe.levels)
-            if piece.is_trajectory and existing[piece.key].data.tags.get(cv.TAG_LEVELS_PLANNED) != planned:
-                client.set_tag(run_ids[piece.key], cv.TAG_LEVELS_PLANNED, planned)
-            continue
-        tags = piece_tags(piece, run_ids.get(piece.source_key))
-        run = client.create_run(experiment_id, tags=tags, run_name=piece.name)
-        params = [Param(k, v) for k, v in piece_params(piece).items()]
-        client.log_batch(run.info.run_id, params=params)
-        client.update_run(run.info.run_id, status="SCHEDULED")
-        run_ids[piece.key] = run.info.run_id
-    return run_ids
+def check_layout(client, experiment_id: str, name: str) -> None:
+    """Refuse an experiment written in the older one-run-per-branch-level layout; mark a new one as this layout."""
+    experiment = client.get_experiment(experiment_id)
+    if experiment.tags.get(cv.EXPERIMENT_TAG_LAYOUT) == cv.LAYOUT_VERSION:
+        return
+    if any(client.search_runs([experiment_id], filter_string=f"tags.{cv.TAG_RUN_KIND} = '{kind}'", max_results=1)
+           for kind in KNOWN_RUN_KINDS):
+        raise ClusterError(
+            f"MLflow experiment '{name}' was written by an older version of this tool (one run per branch level, "
+            f"tracking layout 1); this version writes one run per series (layout {cv.LAYOUT_VERSION}). Rename the "
+            f"sweep (spec `name:`) or delete the experiment (mlflow experiments delete --experiment-id "
+            f"{experiment_id}) and re-run: finished results are reused from the results store, nothing is retrained")
+    client.set_experiment_tag(experiment_id, cv.EXPERIMENT_TAG_LAYOUT, cv.LAYOUT_VERSION)
 
 
 def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str) -> bool:
@@ -112,13 +120,27 @@ def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str) -
         client.set_tag(run_id, cv.TAG_PRUNABLE_SET, json.dumps(metrics["prunable_set"]))
     if "rewind_steps" in metrics:
         client.set_tag(run_id, cv.TAG_REWIND, str(metrics["rewind_steps"]))
+    log_mask_distances(client, run_id, level, metrics.get("mask_distance") or [])
     values = {k: v for k, v in metrics["metrics"].items() if isinstance(v, (int, float))}
     values.update({k: metrics[k] for k in SCALARS if isinstance(metrics.get(k), (int, float))})
     if piece.is_structured:
         values.update(structured_values(piece, metrics))
-    values[cv.METRIC_SPARSITY] = metrics["sparsity"]
+    values[cv.METRIC_LEVEL] = level
+    values[METRIC_ACTUAL_SPARSITY] = metrics["sparsity"]
+    values[cv.METRIC_SPARSITY] = level_sparsity(piece, level, metrics["sparsity"])
     tracking.log_step(client, run_id, level, values, last=cv.METRIC_SPARSITY)
     return True
+
+
+def log_mask_distances(client, run_id: str, level: int, points: list[dict]) -> None:
+    """Log a level's mask-distance curve as metric `mask_distance_level_XX` at step = training step."""
+    from mlflow.entities import Metric
+
+    key = f"{cv.METRIC_MASK_DISTANCE_PREFIX}{level:02d}"
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(p["distance"]), now, int(p["step"])) for p in points]
+    for start in range(0, len(batch), 1000):
+        client.log_batch(run_id, metrics=batch[start:start + 1000])
 
 
 def log_usage(client, run_id: str, level: int, used: Usage) -> None:
@@ -140,28 +162,152 @@ def structured_values(piece: Piece, metrics: dict) -> dict[str, float]:
     return values
 
 
-def reconcile(client, run_ids: dict[str, str], pieces: list[Piece], store: ResultsStore, ended: bool) -> int:
-    """Log every finished level not yet in MLflow; with `ended`, mark runs FINISHED or FAILED. Returns levels logged."""
-    logged = 0
-    for piece in pieces:
-        run_id = run_ids[piece.key]
-        for level in store.finished_levels(piece):
-            logged += log_result(client, run_id, piece, level, store.result_dir(piece, level))
-        if store.is_complete(piece):
-            client.set_terminated(run_id, "FINISHED")
+class SweepRuns:
+    """The runs of one sweep's series, kept by the sweep's driver: created when their training starts, their status
+    true at every moment, their levels logged from the results store."""
+
+    def __init__(self, client, experiment_id: str, plan: list[Piece], store: ResultsStore):
+        self.client = client
+        self.experiment_id = experiment_id
+        self.store = store
+        self.series = {series.key: series for series in group_series(plan)}
+        existing = tracking.runs_by_tag(client, experiment_id, cv.TAG_CONTENT_KEY)
+        self.run_ids = {key: run.info.run_id for key, run in existing.items()}
+        self._status = {key: run.info.status for key, run in existing.items()}
+        self.live: Counter[str] = Counter()
+        self._warned = False
+
+    def settle(self) -> int:
+        """Before any trial: log what is on disk but not in MLflow, creating the runs of series that finished
+        before this store knew them (their times from the levels' records), and set right the status a crashed
+        driver left (RUNNING -> SCHEDULED; FINISHED once complete). Returns levels logged."""
+        logged = 0
+        for series in self.series.values():
+            known = series.key in self.run_ids
+            if not known and not self._finished_levels(series):
+                continue
+            if not known:
+                self._create(series, status="SCHEDULED")
+            elif self._status[series.key] == "FINISHED" or (self._status[series.key] != "RUNNING"
+                                                            and not self._complete(series)):
+                continue
+            logged += self._log_finished(series)
+            self._settle_status(series, ended=False)
+        return logged
+
+    def open(self, piece: Piece) -> str | None:
+        """The run id `piece`'s trial logs to, its series' run created now if new and marked RUNNING (None when the
+        tracking store fails: the trial then trains without logging, and the driver logs its levels later)."""
+        series = self.series[series_key(piece)]
+        self.live[series.key] += 1
+        return self._guard(self._open, series)
+
+    def started(self, piece: Piece) -> None:
+        """A trial of `piece` (or its retry) got a slot: its series' run is RUNNING."""
+        run_id = self.run_ids.get(series_key(piece))
+        if run_id is not None:
+            self._guard(self.client.update_run, run_id, "RUNNING")
+
+    def close(self, piece: Piece, failed: bool) -> None:
+        """A trial of `piece` ended: log what it left unlogged; FINISHED when its series is complete, else SCHEDULED
+        (or FAILED when it failed) once no other trial of the series runs."""
+        series = self.series[series_key(piece)]
+        self.live[series.key] = max(0, self.live[series.key] - 1)
+        self._guard(self._close, series, failed)
+
+    def reconcile(self, ended: bool) -> int:
+        """Log every finished level not yet in MLflow; with `ended`, mark every run FINISHED or FAILED. Returns
+        levels logged; raises what the tracking store raised."""
+        logged = 0
+        for series in self.series.values():
+            if series.key not in self.run_ids:
+                if not self._finished_levels(series):
+                    continue
+                self._create(series, status="SCHEDULED")
+            logged += self._log_finished(series)
+            self._settle_status(series, ended)
+        return logged
+
+    def _open(self, series: Series) -> str:
+        if series.key not in self.run_ids:
+            return self._create(series, status="RUNNING", start_s=time.time())
+        self.client.update_run(self.run_ids[series.key], status="RUNNING")
+        return self.run_ids[series.key]
+
+    def _close(self, series: Series, failed: bool) -> None:
+        if series.key not in self.run_ids:
+            return
+        self._log_finished(series)
+        if self._complete(series):
+            self._terminate(series, "FINISHED", time.time())
+        elif not self.live[series.key]:
+            if failed:
+                self._terminate(series, "FAILED", time.time())
+            else:
+                self.client.update_run(self.run_ids[series.key], status="SCHEDULED")
+
+    def _create(self, series: Series, status: str, start_s: float | None = None) -> str:
+        from mlflow.entities import Param
+
+        piece = series.first
+        source = self.run_ids.get(piece.source_key) if piece.source_key else None
+        start = start_s or min(m["started_at"] for m in self._finished_metrics(series))
+        run = self.client.create_run(self.experiment_id, start_time=int(start * 1000),
+                                     tags=series_tags(series, source), run_name=series.name)
+        run_id = run.info.run_id
+        self.client.log_batch(run_id, params=[Param(k, v) for k, v in piece_params(piece).items()])
+        self.client.update_run(run_id, status=status)
+        self.run_ids[series.key] = run_id
+        return run_id
+
+    def _settle_status(self, series: Series, ended: bool) -> None:
+        run = self.client.get_run(self.run_ids[series.key])
+        if self._complete(series):
+            if run.info.status != "FINISHED":
+                end = max(m["finished_at"] for m in self._finished_metrics(series))
+                self._terminate(series, "FINISHED", end)
         elif ended:
-            client.set_terminated(run_id, "FAILED")
-    return logged
+            self._terminate(series, "FAILED", time.time())
+        elif run.info.status == "RUNNING":
+            self.client.update_run(run.info.run_id, status="SCHEDULED")
+
+    def _terminate(self, series: Series, status: str, end_s: float) -> None:
+        self.client.set_terminated(self.run_ids[series.key], status, end_time=int(end_s * 1000))
+
+    def _log_finished(self, series: Series) -> int:
+        run_id = self.run_ids[series.key]
+        return sum(log_result(self.client, run_id, piece, level, self.store.result_dir(piece, level))
+                   for piece in series.pieces for level in self.store.finished_levels(piece))
+
+    def _finished_levels(self, series: Series) -> list[tuple[Piece, int]]:
+        return [(piece, level) for piece in series.pieces for level in self.store.finished_levels(piece)]
+
+    def _finished_metrics(self, series: Series) -> list[dict]:
+        return [self.store.level_metrics(piece, level) for piece, level in self._finished_levels(series)]
+
+    def _complete(self, series: Series) -> bool:
+        return all(self.store.is_complete(piece) for piece in series.pieces)
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as exc:  # noqa: BLE001 - results are safe on disk; the end of the sweep logs them
+            if not self._warned:
+                self._warned = True
+                print(f"warning: MLflow failed ({type(exc).__name__}: {exc}); trials go on, their results stay in "
+                      "the results store and are logged when the tracking store answers again", file=sys.stderr,
+                      flush=True)
+            return None
 
 
 class TrialRecorder:
     """MLflow logging from inside a trial that never stops training: a failing tracking store is reported once."""
 
-    def __init__(self, uri: str, run_id: str):
+    def __init__(self, uri: str, run_id: str | None):
         os.environ.update(tracking.WORKER_HTTP_ENV)
         self.run_id = run_id
         self.client = None
-        self.failed = False
+        self.failed = run_id is None
         self._call(self._connect, uri)
 
     def _connect(self, uri: str) -> None:
@@ -175,11 +321,7 @@ class TrialRecorder:
         except Exception as exc:  # noqa: BLE001 - results are safe on disk; the driver logs them later
             self.failed = True
             print(f"warning: MLflow logging failed ({type(exc).__name__}: {exc}); results stay in the results store "
-                  "and are logged at the end of the sweep or on the next run", file=sys.stderr, flush=True)
-
-    def started(self) -> None:
-        """Mark the run RUNNING."""
-        self._call(lambda: self.client.update_run(self.run_id, status="RUNNING"))
+                  "and are logged by the sweep's driver", file=sys.stderr, flush=True)
 
     def usage(self, level: int, used: Usage | None) -> None:
         """Log what training used for `level` (nothing when it trained nothing): tags `device` and `precision`,
@@ -192,6 +334,27 @@ class TrialRecorder:
         """Log one finished level (no-op when already logged)."""
         self._call(lambda: log_result(self.client, self.run_id, piece, level, result_dir))
 
-    def finished(self) -> None:
-        """Mark the run FINISHED."""
-        self._call(lambda: self.client.set_terminated(self.run_id, "FINISHED"))
+
+def run_status_callback(runs: SweepRuns, pieces: dict[str, Piece]):
+    """A Tune callback (driver side) that closes a series' run when a trial of it ends."""
+    from ray.tune import Callback
+
+    class RunStatus(Callback):
+        """Keeps MLflow run status true as Tune trials end, fail and are retried."""
+
+        def __getstate__(self) -> dict:
+            return {}  # Tune pickles callbacks with its experiment state; the runs are this driver's own
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:
+            """A trial (or its retry) got a slot."""
+            runs.started(pieces[trial.config["piece"]["key"]])
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+            """A trial ended well."""
+            runs.close(pieces[trial.config["piece"]["key"]], failed=False)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:
+            """A trial failed for good."""
+            runs.close(pieces[trial.config["piece"]["key"]], failed=True)
+
+    return RunStatus()

@@ -15,6 +15,7 @@ class SweepResult:
     storage: str
     tracking_uri: str
     pieces: list[Piece]
+    experiment_id: str = ""
     complete: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     trials: int = 0

@@ -2,7 +2,7 @@
 of one of its subnetworks) into the results store.
 
 Every finished level is reported to Tune with a checkpoint of its small files (masks and metrics, no weights) and
-logged to MLflow from the worker, with what its training used (device, precision, samples/s, peak GPU memory). A
+logged to MLflow from the worker into its series' run (whose status the driver keeps), with what its training used (device, precision, samples/s, peak GPU memory). A
 retried trial (FailureConfig) re-enters the engine, which skips the levels already finished on disk and resumes at the
 first unfinished one. A trial trains on the GPU Ray assigned it (several trials may share one: fractional `gpus`), or
 on the CPU when it was assigned none, and frees that device's cached memory when it ends (workers are reused).
@@ -17,6 +17,7 @@ import tempfile
 
 import torch
 
+from tickets.bisection import run_bisection
 from tickets.branches import BranchConfig, run_branch
 from tickets.devices import pick_device, release_memory, use_device
 from tickets.imp import LevelResult, run_trajectory
@@ -25,15 +26,15 @@ from tickets.standard import run_standard
 from tickets.structured.runs import SearchConfig, run_retrain, run_search
 from tickets.usage import METER
 
-from .plan import STRUCTURED_SEARCH, Piece
+from .plan import BISECT, STRUCTURED_SEARCH, Piece
 from .store import ResultsStore
 from .mlflow_runs import TrialRecorder
 
 CHECKPOINT_SKIP = (TRAINED_WEIGHTS,)
 
 
-def trial_config(piece: Piece, store: ResultsStore, tracking_uri: str, run_id: str) -> dict:
-    """The Tune config of the trial that runs `piece`."""
+def trial_config(piece: Piece, store: ResultsStore, tracking_uri: str, run_id: str | None) -> dict:
+    """The Tune config of the trial that runs `piece`, logging to MLflow run `run_id` (None: the driver logs it)."""
     return {"piece": piece.to_dict(), "storage": store.storage, "storage_id": store.mark(),
             "tracking_uri": tracking_uri, "run_id": run_id}
 
@@ -67,7 +68,6 @@ def _run_piece(config: dict) -> None:
     store = ResultsStore(config["storage"])
     store.check_shared(config["storage_id"])
     recorder = TrialRecorder(config["tracking_uri"], config["run_id"])
-    recorder.started()
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -98,6 +98,9 @@ def _run_piece(config: dict) -> None:
 
     if piece.is_trajectory:
         run_trajectory(piece.recipe, store.path(piece.key), on_level=on_level, progress=False)
+    elif piece.kind == BISECT:
+        run_bisection(piece.recipe, store.path(piece.source_key), store.path(piece.key), piece.options["tolerance"],
+                      key=piece.key, on_level=on_level, progress=False)
     elif piece.is_chain:
         run_standard(piece.recipe, store.path(piece.source_key), store.path(piece.key), key=piece.key,
                      on_level=on_level, progress=False)
@@ -109,7 +112,6 @@ def _run_piece(config: dict) -> None:
                               **(piece.options or {}))
         metrics = run_branch(branch, store.path(piece.key), run_key=piece.key, progress=False)
         finished(piece.level, metrics, bool(metrics.get("reused")))
-    recorder.finished()
 
 
 def run_structured(piece: Piece, store: ResultsStore) -> dict:

@@ -19,7 +19,8 @@ from analysis.structured import BEFORE_RETRAINING, FULL_MODEL
 from cluster import conventions as cv
 from cluster import tracking
 from conftest import GLUE_DIR
-from sweeps.plan import build_plan
+from sweeps.plan import Piece, build_plan
+from sweeps.series import group_series, series_key
 from sweeps.runner import run_sweep
 from sweeps.spec import load_spec
 from sweeps.store import ResultsStore
@@ -70,6 +71,31 @@ def _started(store: ResultsStore, pieces) -> dict:
     return {(p.key, lv): store.level_metrics(p, lv)["started_at"] for p in pieces for lv in store.finished_levels(p)}
 
 
+def series_runs(client, name: str) -> dict:
+    """The series runs of experiment `name` by their content key (the sweep's own run has none)."""
+    experiment = client.get_experiment_by_name(name)
+    return {r.data.tags[cv.TAG_CONTENT_KEY]: r for r in client.search_runs([experiment.experiment_id])
+            if cv.TAG_CONTENT_KEY in r.data.tags}
+
+
+def all_runs(client, name: str) -> list:
+    """Every run of experiment `name`."""
+    return client.search_runs([client.get_experiment_by_name(name).experiment_id])
+
+
+class StatusProbe(Callback):
+    """Reads, in the driver, the MLflow status of a trial's series run each time the trial reports a level."""
+
+    def __init__(self, uri: str, name: str):
+        self.uri, self.name, self.seen = uri, name, []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "piece_key" in result:
+            key = series_key(Piece.from_dict(trial.config["piece"]))
+            run = series_runs(tracking.client(self.uri), self.name)[key]
+            self.seen.append((result["kind"], result["level"], run.info.status))
+
+
 @pytest.fixture(scope="module")
 def four_trials(local_ray, tmp_path_factory):
     """A finished 4-trial sweep: one trajectory (levels 0-2), random pruning at levels 1 and 2, transfer to RTE."""
@@ -77,28 +103,33 @@ def four_trials(local_ray, tmp_path_factory):
     spec = load_tiny(tmp, name="four", branches="{kind: random-prune, levels: [1, 2]}",
                      transfer="{sources: [sst2], targets: [rte], sparsity: 0.4}")
     uri = f"sqlite:///{tmp}/mlruns.db"
-    result = run_sweep(spec, uri, Console(quiet=True))
-    return spec, uri, result
+    probe = StatusProbe(uri, "four")
+    result = run_sweep(spec, uri, Console(quiet=True), callbacks=[probe])
+    return spec, uri, result, probe
 
 
-def test_four_trial_sweep_logs_runs_tags_metrics_and_masks(four_trials, tmp_path):
-    spec, uri, result = four_trials
+def test_four_trial_sweep_logs_one_run_per_series_with_its_levels_as_steps(four_trials, tmp_path):
+    """IMP, the random-pruning baseline and the transfer are one run each, levels as steps at the schedule's
+    sparsity, with tags that are true for the run and names whose distinguishing part comes first."""
+    spec, uri, result, _ = four_trials
     assert result.ok and len(result.pieces) == 4 and result.trials == 4 and result.levels_trained == 6
     client = tracking.client(uri)
-    experiment = client.get_experiment_by_name("four")
-    runs = {r.data.tags[cv.TAG_CONTENT_KEY]: r for r in client.search_runs([experiment.experiment_id])}
-    assert set(runs) == {p.key for p in result.pieces}
+    runs = series_runs(client, "four")
+    assert set(runs) == {series_key(p) for p in result.pieces} and len(runs) == 3
     traj = next(p for p in result.pieces if p.is_trajectory)
     run = runs[traj.key]
     tags = run.data.tags
-    expected = {cv.TAG_RUN_KIND: cv.RUN_KIND_TRAJECTORY, cv.TAG_TASK: "sst2", cv.TAG_SEED: "0", cv.TAG_METHOD: "magnitude",
-                cv.TAG_REWIND: "0", cv.TAG_SCHEDULE: "original", cv.TAG_MODEL: "tiny-random-bert",
-                cv.TAG_MAIN_METRIC: "accuracy", cv.TAG_LEVELS_PLANNED: "2"}
+    expected = {cv.TAG_RUN_KIND: cv.RUN_KIND_TRAJECTORY, cv.TAG_SERIES: "imp", cv.TAG_TASK: "sst2", cv.TAG_SEED: "0",
+                cv.TAG_METHOD: "magnitude", cv.TAG_REWIND: "0", cv.TAG_SCHEDULE: "original",
+                cv.TAG_MODEL: "tiny-random-bert", cv.TAG_MAIN_METRIC: "accuracy", cv.TAG_LEVELS_PLANNED: "2",
+                cv.TAG_LEVELS: "0,1,2"}
     assert {k: tags.get(k) for k in expected} == expected
+    assert run.info.run_name == "imp sst2 s0 r0"
     assert len(json.loads(tags[cv.TAG_PRUNABLE_SET])) == 4 and run.info.status == "FINISHED"
     history = client.get_metric_history(run.info.run_id, cv.METRIC_SPARSITY)
-    assert sorted(m.step for m in history) == [0, 1, 2]
-    assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([0.0, 0.2, 0.4], abs=1e-3)
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(0, 0.0), (1, 0.2), (2, 0.4)]
+    assert sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, cv.METRIC_LEVEL)) == \
+        [(0, 0), (1, 1), (2, 2)]
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "accuracy")) == [0, 1, 2]
     assert (tags[cv.TAG_DEVICE], tags[cv.TAG_PRECISION]) == ("cpu", "fp32")  # what the trial trained with
     throughput = client.get_metric_history(run.info.run_id, cv.METRIC_SAMPLES_PER_S)
@@ -108,31 +139,95 @@ def test_four_trial_sweep_logs_runs_tags_metrics_and_masks(four_trials, tmp_path
     assert artifacts == {cv.mask_artifact_path(lv) for lv in range(3)} | {cv.level_artifact_path(lv) for lv in range(3)}
     local = client.download_artifacts(run.info.run_id, cv.mask_artifact_path(2), str(tmp_path))
     assert Mask.load(local).sparsity == pytest.approx(0.4, abs=1e-3)
-    for piece in result.pieces:
-        if piece.is_trajectory:
-            continue
-        branch = runs[piece.key]
-        btags = branch.data.tags
-        assert btags[cv.TAG_PARENT_RUN] == run.info.run_id and btags[cv.TAG_RUN_KIND] == cv.RUN_KIND_BRANCH
-        assert (btags[cv.TAG_BRANCH_KIND], btags[cv.TAG_SOURCE_TASK], btags[cv.TAG_SOURCE_LEVEL]) == \
-            (piece.kind, "sst2", str(piece.level))
-        assert btags[cv.TAG_TASK] == ("rte" if piece.kind == "transfer" else "sst2")
-        steps = client.get_metric_history(branch.info.run_id, cv.METRIC_SPARSITY)
-        assert [m.step for m in steps] == [piece.level]
-        assert [f.path for f in client.list_artifacts(branch.info.run_id, "masks")] == [cv.mask_artifact_path(piece.level)]
+
+    random = runs[series_key(next(p for p in result.pieces if p.kind == "random-prune"))]
+    rtags = random.data.tags
+    assert random.info.run_name == "random-prune sst2 s0 r0" and random.info.status == "FINISHED"
+    assert {k: rtags.get(k) for k in (cv.TAG_RUN_KIND, cv.TAG_SERIES, cv.TAG_BRANCH_KIND, cv.TAG_METHOD,
+                                       cv.TAG_IMP_METHOD, cv.TAG_TASK, cv.TAG_SEED, cv.TAG_LEVELS)} == {
+        cv.TAG_RUN_KIND: cv.RUN_KIND_BRANCH, cv.TAG_SERIES: "random-prune", cv.TAG_BRANCH_KIND: "random-prune",
+        cv.TAG_METHOD: "random", cv.TAG_IMP_METHOD: "magnitude", cv.TAG_TASK: "sst2", cv.TAG_SEED: "0",
+        cv.TAG_LEVELS: "1,2"}
+    assert rtags[cv.TAG_SOURCE_RUN] == run.info.run_id and cv.TAG_PARENT_RUN not in rtags  # not folded under IMP
+    steps = client.get_metric_history(random.info.run_id, cv.METRIC_SPARSITY)
+    assert sorted((m.step, m.value) for m in steps) == [(1, 0.2), (2, 0.4)]
+    assert {f.path for f in client.list_artifacts(random.info.run_id, "masks")} == \
+        {cv.mask_artifact_path(1), cv.mask_artifact_path(2)}
+    actual = {m.step: m.value for m in client.get_metric_history(random.info.run_id, "actual_sparsity")}
+    assert actual[2] == pytest.approx(0.4, abs=1e-3)
+
+    transfer = runs[series_key(next(p for p in result.pieces if p.kind == "transfer"))]
+    ttags = transfer.data.tags
+    assert transfer.info.run_name == "transfer:sst2->rte s0 r0"
+    assert (ttags[cv.TAG_SERIES], ttags[cv.TAG_TASK], ttags[cv.TAG_SOURCE_TASK], ttags[cv.TAG_SOURCE_LEVEL]) == \
+        ("transfer:sst2->rte", "rte", "sst2", "2")
+    assert [m.step for m in client.get_metric_history(transfer.info.run_id, cv.METRIC_SPARSITY)] == [2]
 
 
-def test_a_runs_content_key_tag_is_the_run_key_its_level_files_name(four_trials):
-    """One run has one key: every level file of a piece names its run's MLflow key beside its own content key."""
-    spec, uri, result = four_trials
+def test_runs_start_and_end_with_their_own_training_and_are_running_while_they_train(four_trials):
+    """A run's start and end bracket its own levels' training, not the whole sweep; while a trial reports a level
+    its run is RUNNING; at the end every run is FINISHED."""
+    spec, uri, result, probe = four_trials
     store = ResultsStore(spec.storage)
     client = tracking.client(uri)
-    experiment = client.get_experiment_by_name("four")
-    tags = {r.info.run_id: r.data.tags[cv.TAG_CONTENT_KEY] for r in client.search_runs([experiment.experiment_id])}
+    runs = series_runs(client, "four")
+    sweep = next(r for r in all_runs(client, "four") if r.data.tags.get(cv.TAG_RUN_KIND) == cv.RUN_KIND_SWEEP)
+    for series in group_series(result.pieces):
+        run = runs[series.key].info
+        levels = [store.level_metrics(p, lv) for p in series.pieces for lv in p.levels]
+        assert run.start_time <= min(m["started_at"] for m in levels) * 1000
+        assert run.end_time >= max(m["finished_at"] for m in levels) * 1000 - 1
+        assert sweep.info.start_time <= run.start_time and run.end_time <= sweep.info.end_time
+        assert run.status == "FINISHED"
+    traj = next(p for p in result.pieces if p.is_trajectory)
+    first_level_done = store.level_metrics(traj, 0)["finished_at"] * 1000
     for piece in result.pieces:
+        if not piece.is_trajectory:  # a baseline's run starts when its own training can, not with the sweep
+            assert runs[series_key(piece)].info.start_time >= first_level_done - 1
+    assert len(probe.seen) == 6 and {status for _, _, status in probe.seen} == {"RUNNING"}
+
+
+def test_the_sweep_has_its_own_run_with_spec_and_plan_and_the_experiment_says_what_it_is(four_trials, tmp_path):
+    spec, uri, result, _ = four_trials
+    client = tracking.client(uri)
+    experiment = client.get_experiment_by_name("four")
+    assert experiment.tags[cv.EXPERIMENT_TAG_LAYOUT] == cv.LAYOUT_VERSION
+    description = experiment.tags[cv.EXPERIMENT_TAG_DESCRIPTION]
+    assert "**Sweep `four`**" in description and "random-prune" in description and "4 trials" in description
+    sweeps = [r for r in all_runs(client, "four") if r.data.tags.get(cv.TAG_RUN_KIND) == cv.RUN_KIND_SWEEP]
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED" and sweeps[0].info.run_name == "sweep four"
+    run_id = sweeps[0].info.run_id
+    spec_file = client.download_artifacts(run_id, cv.SPEC_ARTIFACT, str(tmp_path))
+    assert load_spec(spec_file).name == "four"
+    plan = pd.read_csv(client.download_artifacts(run_id, cv.PLAN_ARTIFACT, str(tmp_path)))
+    assert len(plan) == 6 and set(plan["series"]) == {"imp", "random-prune", "transfer:sst2->rte"}
+    assert set(plan["content_key"]) == {p.key for p in result.pieces}
+
+
+def test_an_experiment_of_the_older_layout_is_refused_before_anything_runs(tmp_path):
+    """An experiment written one run per branch level is refused with what to do; nothing is trained or logged."""
+    from cluster.errors import ClusterError
+
+    spec = load_tiny(tmp_path, name="old")
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    client = tracking.client(uri)
+    experiment_id = client.create_experiment("old")
+    client.create_run(experiment_id, tags={cv.TAG_RUN_KIND: cv.RUN_KIND_BRANCH, cv.TAG_CONTENT_KEY: "k"})
+    with pytest.raises(ClusterError, match="older version.*Rename the sweep.*mlflow experiments delete"):
+        run_sweep(spec, uri, Console(quiet=True))
+    assert len(client.search_runs([experiment_id])) == 1 and not os.path.exists(os.path.join(spec.storage, "results"))
+
+
+def test_a_runs_content_key_tag_is_its_series_key_and_level_files_name_their_trial(four_trials):
+    """Each series run has one key; every level file names its trial's key as run_key beside its own content key."""
+    spec, uri, result, _ = four_trials
+    store = ResultsStore(spec.storage)
+    keys = set(series_runs(tracking.client(uri), "four"))
+    for piece in result.pieces:
+        assert series_key(piece) in keys
         for level in piece.levels:
             metrics = store.level_metrics(piece, level)
-            assert metrics["run_key"] == piece.key and piece.key in tags.values()
+            assert metrics["run_key"] == piece.key
             if piece.is_trajectory:
                 assert metrics["content_key"] == piece.recipe.content_key(level)
 
@@ -148,40 +243,49 @@ def test_standard_chain_and_scoped_reinit_branches_in_a_sweep(local_ray, tmp_pat
                                                                     "trajectory"]
     assert result.levels_trained == 3 + 2 + 2
     client = tracking.client(uri)
-    experiment = client.get_experiment_by_name("chain")
-    runs = {r.data.tags[cv.TAG_CONTENT_KEY]: r for r in client.search_runs([experiment.experiment_id])}
+    runs = series_runs(client, "chain")
     chain = next(p for p in result.pieces if p.kind == "standard")
     history = client.get_metric_history(runs[chain.key].info.run_id, cv.METRIC_SPARSITY)
     assert [(m.step, round(m.value, 3)) for m in sorted(history, key=lambda m: m.step)] == [(1, 0.2), (2, 0.4)]
-    scopes = sorted(runs[p.key].data.tags[cv.TAG_REINIT_SCOPE] for p in result.pieces if p.kind == "random-reinit")
-    assert scopes == ["encoder", "prunable"]
+    reinits = [runs[series_key(p)].data.tags for p in result.pieces if p.kind == "random-reinit"]
+    assert sorted((t[cv.TAG_REINIT_SCOPE], t[cv.TAG_SERIES]) for t in reinits) == [
+        ("encoder", "random-reinit:encoder"), ("prunable", "random-reinit")]
+    assert runs[chain.key].data.tags[cv.TAG_SERIES] == "standard"
     store = ResultsStore(spec.storage)
     assert store.level_metrics(chain, 2)["run_key"] == chain.key
     again = run_sweep(spec, uri, Console(quiet=True))
     assert again.ok and again.trials == 0 and again.levels_trained == 0
-    assert len(client.search_runs([experiment.experiment_id])) == 4
+    assert len(all_runs(client, "chain")) == 4 + 1  # four series and the sweep's run
 
 
 def test_second_run_trains_nothing_and_adds_no_runs(four_trials):
-    spec, uri, first = four_trials
+    spec, uri, first, _ = four_trials
     store = ResultsStore(spec.storage)
     before = _started(store, first.pieces)
     again = run_sweep(spec, uri, Console(quiet=True))
     assert again.ok and again.trials == 0 and again.levels_trained == 0 and again.levels_logged == 0
     assert _started(store, first.pieces) == before
-    client = tracking.client(uri)
-    experiment = client.get_experiment_by_name("four")
-    assert len(client.search_runs([experiment.experiment_id])) == 4
+    runs = all_runs(tracking.client(uri), "four")
+    assert len(runs) == 3 + 1 and {r.info.status for r in runs} == {"FINISHED"}
 
 
 def test_a_lost_tracking_store_is_refilled_from_the_results_store(four_trials, tmp_path):
-    spec, _, first = four_trials
+    """A fresh MLflow store gets every series run, its levels and the times its levels recorded, training nothing."""
+    spec, _, first, _ = four_trials
     uri = f"sqlite:///{tmp_path}/fresh.db"
     again = run_sweep(spec, uri, Console(quiet=True))
-    assert again.ok and again.trials == 0 and again.levels_logged == 6
+    assert again.ok and again.trials == 0 and again.levels_trained == 0
     client = tracking.client(uri)
-    runs = client.search_runs([client.get_experiment_by_name("four").experiment_id])
-    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
+    runs = series_runs(client, "four")
+    assert len(all_runs(client, "four")) == 3 + 1 and {r.info.status for r in runs.values()} == {"FINISHED"}
+    store = ResultsStore(spec.storage)
+    for series in group_series(first.pieces):
+        levels = [store.level_metrics(p, lv) for p in series.pieces for lv in p.levels]
+        run = runs[series.key].info
+        assert (run.start_time, run.end_time) == (int(min(m["started_at"] for m in levels) * 1000),
+                                                  int(max(m["finished_at"] for m in levels) * 1000))
+        steps = client.get_metric_history(run.run_id, cv.METRIC_SPARSITY)
+        assert sorted(m.step for m in steps) == sorted(lv for p in series.pieces for lv in p.levels)
 
 
 class KillWorkerMidLevel(Callback):
@@ -219,7 +323,7 @@ def test_kill_9_of_a_worker_mid_level_recomputes_no_finished_level(local_ray, tm
     assert started[0] == killer.killed["finished"]["level_00"] < killer.killed["at"]
     assert killer.killed["at"] < started[1] < started[2]
     client = tracking.client(uri)
-    run = client.search_runs([client.get_experiment_by_name("killed").experiment_id])[0]
+    run = next(iter(series_runs(client, "killed").values()))
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, cv.METRIC_SPARSITY)) == [0, 1, 2]
     assert run.info.status == "FINISHED"
 
@@ -260,8 +364,7 @@ storage: {tmp_path / "storage"}
     result = run_sweep(spec, uri, Console(quiet=True))
     assert result.ok and result.trials == 3 and result.levels_trained == 3
     client = tracking.client(uri)
-    experiment = client.get_experiment_by_name("structured")
-    runs = {r.data.tags[cv.TAG_CONTENT_KEY]: r for r in client.search_runs([experiment.experiment_id])}
+    runs = series_runs(client, "structured")
     assert set(runs) == {p.key for p in result.pieces}
     search = next(p for p in result.pieces if p.kind == "structured-search")
     search_run = runs[search.key]
@@ -286,7 +389,7 @@ storage: {tmp_path / "storage"}
         assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [0]
     again = run_sweep(spec, uri, Console(quiet=True))
     assert again.ok and again.trials == 0 and again.levels_trained == 0
-    assert len(client.search_runs([experiment.experiment_id])) == 3
+    assert len(all_runs(client, "structured")) == 3 + 1
     write_report(client, "structured", str(tmp_path / "report"))
     table = pd.read_csv(tmp_path / "report" / "structured.csv")
     assert list(table["subnetwork"]) == [FULL_MODEL, BEFORE_RETRAINING, "good", "bad"]

@@ -244,13 +244,14 @@ def test_cli_user_error_is_one_line_exit_2(tmp_path):
 def test_run_tags_flag_dev_split_tasks_and_leave_percent_rewinds_to_the_engine(tmp_path):
     from cluster import conventions as cv
     from conftest import SHARED_DATA
-    from sweeps.mlflow_runs import piece_tags
+    from sweeps.mlflow_runs import series_tags
+    from sweeps.series import group_series
 
     text = GOOD.replace(f"data_dir: {GLUE_DIR}", f"data_dir: {SHARED_DATA}").replace("tasks: [sst2, rte]",
                                                                                    "tasks: [sst2, squad-dev-split]")
     text = text.replace("  rewind: [0]", "  rewind: [0, '10%']").replace("targets: [rte]", "targets: [squad-dev-split]")
-    pieces = [p for p in build_plan(load_spec(_write(tmp_path, text))) if p.is_trajectory]
-    tags = {(p.recipe.task, p.rewind_label): piece_tags(p, None) for p in pieces}
+    series = [s for s in group_series(build_plan(load_spec(_write(tmp_path, text)))) if s.first.is_trajectory]
+    tags = {(s.first.recipe.task, s.first.rewind_label): series_tags(s) for s in series}
     assert tags["squad-dev-split", "0"][cv.TAG_NOT_COMPARABLE] == "true"
     assert cv.TAG_NOT_COMPARABLE not in tags["sst2", "0"]
     assert tags["sst2", "0"][cv.TAG_REWIND] == "0" and cv.TAG_REWIND not in tags["sst2", "10%"]
