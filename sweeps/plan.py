@@ -1,5 +1,6 @@
 """A spec becomes pieces of work: one IMP trajectory per task x seed x rewind x method, one run per branch and transfer,
-and for structured tickets one search per task x seed plus one retraining per subnetwork kind.
+for early-stopped trajectories one ticket run per evaluated level (or one bisection over their levels), and for
+structured tickets one search per task x seed plus one retraining per subnetwork kind.
 
 Every piece has a content key: the trajectory's (model, data, hyperparameters, seed, rewind, code version), the
 structured search's (its recipe and search settings) or, for a branch or subnetwork, a hash of its kind, its recipe
@@ -12,7 +13,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from cluster.conventions import SUBNETWORK_SEARCH
-from tickets.branches import BRANCHES
+from tickets.bisection import KIND as BISECT
+from tickets.bisection import bisection_key
+from tickets.branches import BRANCHES, TICKET
 from tickets.config import TrajectoryConfig, content_hash
 from tickets.standard import chain_key
 
@@ -21,7 +24,7 @@ from .spec import Spec
 TRAJECTORY = "trajectory"
 STRUCTURED_PREFIX = "structured-"
 STRUCTURED_SEARCH = STRUCTURED_PREFIX + SUBNETWORK_SEARCH
-CHAIN_KINDS = (TRAJECTORY, *(name for name, kind in BRANCHES.items() if kind.chain))
+CHAIN_KINDS = (TRAJECTORY, *(name for name, kind in BRANCHES.items() if kind.chain), BISECT)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ def build_plan(spec: Spec) -> list[Piece]:
                 key = branch_key(branch.kind, traj.recipe, traj.recipe, level, options)
                 pieces.append(Piece(branch.kind, key, f"{traj.name}-{branch.label}-L{level}", traj.recipe,
                                     traj.rewind_label, traj.key, traj.recipe.task, level, options or None))
+    for traj in trajectories:
+        pieces += ticket_pieces(spec, traj)
     for transfer in spec.transfer:
         level = spec.transfer_level(transfer)
         for traj in trajectories:
@@ -130,6 +135,22 @@ def build_plan(spec: Spec) -> list[Piece]:
     if spec.structured is not None:
         pieces += structured_pieces(spec)
     return _unique(pieces)
+
+
+def ticket_pieces(spec: Spec, traj: Piece) -> list[Piece]:
+    """The ticket evaluations of an early-stopped trajectory, trained to the end without early stopping: one ticket
+    run per level the spec lists (or every pruned level), or one bisection over its levels once the trajectory's last
+    level is done (none without early stopping)."""
+    early = spec.pruning.early_stop
+    if early is None:
+        return []
+    recipe = traj.recipe.without_early_stop()
+    task, last = traj.recipe.task, traj.recipe.levels
+    if early.bisects:
+        return [Piece(BISECT, bisection_key(recipe, traj.key, early.tolerance), f"{traj.name}-{BISECT}", recipe,
+                      traj.rewind_label, traj.key, task, last, {"tolerance": early.tolerance})]
+    return [Piece(TICKET, branch_key(TICKET, recipe, traj.recipe, level, {}), f"{traj.name}-{TICKET}-L{level}",
+                  recipe, traj.rewind_label, traj.key, task, level) for level in spec.ticket_levels()]
 
 
 def structured_pieces(spec: Spec) -> list[Piece]:

@@ -19,10 +19,12 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, create_model,
                       field_validator, model_validator)
 
-from tickets.branches import BRANCH_KINDS, DEFAULT_REINIT_SCOPE, REINIT_SCOPES, branch_options, get_branch_kind
-from tickets.config import TrainConfig, TrajectoryConfig
+from tickets.branches import (BRANCH_KINDS, DEFAULT_REINIT_SCOPE, REINIT_SCOPES, TICKET, branch_options,
+                              get_branch_kind)
+from tickets.config import EarlyStopConfig, TrainConfig, TrajectoryConfig
 from tickets.errors import TicketsError
 from tickets.pruning import levels_for_sparsity, target_sparsity
+from tickets.records import check_writable_folder
 from tickets.settings import settings_of
 from tickets.structured.runs import RETRAIN_KINDS, SearchConfig
 from tickets.tasks import get_task
@@ -32,8 +34,10 @@ from .spec_fields import as_list, spec_field, spec_fields, spec_list, value_type
 from .yamlines import line_of, load_with_lines
 
 DEFAULT_STORAGE = "sweep_storage"
-LEVEL_BRANCHES = tuple(kind for kind in BRANCH_KINDS if kind != "transfer")
+LEVEL_BRANCHES = tuple(kind for kind in BRANCH_KINDS if kind not in ("transfer", TICKET))  # tickets: early_stop
+EVALUATE_ALL, EVALUATE_BISECT = "all", "bisect"
 _TRAJECTORY = settings_of(TrajectoryConfig)
+_EARLY_STOP = settings_of(EarlyStopConfig)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _PERCENT = re.compile(r"\s*(\d+(?:\.\d+)?)\s*%\s*")
 
@@ -64,6 +68,10 @@ def _all_levels(value: Any) -> Any:
     return None if value == "all" else as_list(value)
 
 
+def _levels_or_word(value: Any) -> Any:
+    return value if value in (EVALUATE_ALL, EVALUATE_BISECT) else as_list(value)
+
+
 TaskName = Annotated[str, PlainValidator(_canonical_task)]
 Seed = value_type(_TRAJECTORY["seed"])
 RewindPoint = Annotated[int | str, PlainValidator(_rewind_point)]
@@ -84,6 +92,41 @@ class _PruningSection(Strict):
         return self
 
 
+class _EarlyStopSection(Strict):
+    @model_validator(mode="after")
+    def _tolerance_for_bisect(self) -> _EarlyStopSection:
+        if self.evaluate == EVALUATE_BISECT and self.tolerance is None:
+            raise ValueError("evaluate: bisect needs tolerance (how far below the seed's dense metric a ticket may "
+                             "be and still match)")
+        if self.evaluate != EVALUATE_BISECT and self.tolerance is not None:
+            raise ValueError("tolerance applies to evaluate: bisect only")
+        return self
+
+    def config(self) -> EarlyStopConfig:
+        """The engine's EarlyStopConfig."""
+        return EarlyStopConfig(self.window, self.threshold, self.check_every)
+
+    @property
+    def bisects(self) -> bool:
+        """True when the tickets are judged by bisection over levels, False for a fixed list (or all)."""
+        return self.evaluate == EVALUATE_BISECT
+
+
+EarlyStop = create_model(
+    "EarlyStop", __base__=_EarlyStopSection,
+    __doc__="Early tickets: pruned levels stop once their next mask has converged (Early-Bird); each level's ticket "
+            "is evaluated by a full-length training (`evaluate`: all, a list of levels, or bisect).",
+    window=spec_field(replace(_EARLY_STOP["window"], default=5, bounds={"ge": 1})),
+    **spec_fields(EarlyStopConfig, ("threshold", "check_every")),
+    evaluate=(Annotated[Literal[EVALUATE_ALL, EVALUATE_BISECT] | list[Annotated[int, Field(ge=1)]],
+                        BeforeValidator(_levels_or_word)],
+              Field(default=EVALUATE_ALL, description="which levels' tickets are trained to the end: all, a list of "
+                                                      "levels, or bisect (the sparsest matching level by bisection)")),
+    tolerance=(Annotated[float, Field(ge=0)] | None,
+               Field(default=None, description="bisect: a ticket matches when its main metric is at least its seed's "
+                                               "dense metric minus this (plus, where lower is better)")),
+)
+
 Pruning = create_model(
     "Pruning", __base__=_PruningSection, __doc__="IMP settings: method(s), rate, schedule, how far, rewinding.",
     method=spec_list(_TRAJECTORY["method"]),
@@ -92,6 +135,7 @@ Pruning = create_model(
     target_sparsity=(Fraction | None, Field(default=None, description="run enough levels to reach this sparsity")),
     rewind=spec_list(_TRAJECTORY["rewind"], RewindPoint),
     **spec_fields(TrajectoryConfig, ("rewind_head", "include_pooler")),
+    early_stop=(EarlyStop | None, Field(default=None, description=EarlyStop.__doc__)),
 )
 
 Structured = create_model(
@@ -223,7 +267,15 @@ class Spec(Strict):
             schedule=self.pruning.schedule, levels=self.last_level, rewind=rewind, rewind_percent=percent,
             rewind_head=self.pruning.rewind_head, include_pooler=self.pruning.include_pooler,
             train=self.training.config(),
+            early_stop=EarlyStopConfig() if self.pruning.early_stop is None else self.pruning.early_stop.config(),
         )
+
+    def ticket_levels(self) -> list[int]:
+        """The levels whose tickets an early-stopped sweep trains to the end (all or a list; none for bisect)."""
+        early = self.pruning.early_stop
+        if early is None or early.bisects:
+            return []
+        return list(range(1, self.last_level + 1)) if early.evaluate == EVALUATE_ALL else sorted(set(early.evaluate))
 
     def structured_search(self, task: str, seed: int) -> SearchConfig:
         """The engine's SearchConfig of the structured search on `task` with `seed`."""
@@ -237,9 +289,14 @@ def load_spec(path: str, data_dir: str | None = None, storage: str | None = None
     """Read, validate and resolve a spec file; `data_dir`/`storage` (from the command line) replace the file's."""
     source = str(path)
     try:
-        text = Path(path).read_text()
+        raw = Path(path).read_bytes()
     except OSError as exc:
         raise SpecError(source, None, None, f"cannot read the spec: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(source, raw[:exc.start].count(b"\n") + 1, None,
+                        f"not UTF-8 text (byte {raw[exc.start]:#04x}): a sweep spec is a YAML text file") from None
     data, lines = load_with_lines(text, source)
     if not isinstance(data, dict):
         raise SpecError(source, 1, None, "a sweep spec is a YAML mapping (name:, tasks:, seeds:, pruning:, ...)")
@@ -293,7 +350,8 @@ def _resolve_paths(spec: Spec, path: Path, lines: dict, source: str, data_dir: s
     updates: dict[str, str] = {}
     if data_dir is not None:
         if not os.path.isdir(data_dir):
-            raise SpecError(source, None, "--data-dir", f"folder '{data_dir}' does not exist")
+            problem = "is a file, not a folder" if os.path.exists(data_dir) else "does not exist"
+            raise SpecError(source, None, "--data-dir", f"folder '{data_dir}' {problem}")
         updates["data_dir"] = os.path.abspath(data_dir)
     elif spec.data_dir is not None:
         candidates = [Path(spec.data_dir)] if os.path.isabs(spec.data_dir) else \
@@ -305,10 +363,14 @@ def _resolve_paths(spec: Spec, path: Path, lines: dict, source: str, data_dir: s
                             f"folder not found (tried {tried}); give an existing folder or --data-dir")
         updates["data_dir"] = str(found.resolve())
     chosen_storage = storage if storage is not None else spec.storage
+    field, line = ("--storage", None) if storage is not None else ("storage", line_of(lines, ("storage",)))
     if "://" in chosen_storage:
-        field, line = ("--storage", None) if storage is not None else ("storage", line_of(lines, ("storage",)))
         raise SpecError(source, line, field, "must be a folder (on a multi-node cluster: a shared file system), not a URI")
     updates["storage"] = os.path.abspath(os.path.expanduser(chosen_storage))
+    try:
+        check_writable_folder(updates["storage"], "the results store")
+    except TicketsError as exc:
+        raise SpecError(source, line, field, str(exc)) from None
     return spec.model_copy(update=updates)
 
 
@@ -363,6 +425,17 @@ def _check_pruning(spec: Spec, fail) -> None:
             fail(("transfer", index, "sparsity"), str(exc))
         if not set(transfer.targets) - set(transfer.sources) and len(transfer.sources) == 1:
             fail(("transfer", index, "targets"), "no target differs from the source task")
+    early = spec.pruning.early_stop
+    if early is not None:
+        if not spec.pruning.rewind_head:
+            fail(("pruning", "early_stop"), "early stopping needs rewind_head: true (a ticket trains from theta_i "
+                                            "with its head gamma_i)")
+        if isinstance(early.evaluate, list):
+            _no_duplicates(early.evaluate, ("pruning", "early_stop", "evaluate"), fail)
+            for j, level in enumerate(early.evaluate):
+                if level > last:
+                    fail(("pruning", "early_stop", "evaluate", j),
+                         f"level {level} is beyond the last IMP level ({last})")
 
 
 def _no_duplicates(values: list, loc: tuple, fail) -> None:
