@@ -114,6 +114,28 @@ def start(server: Postgres, log_path: str) -> subprocess.Popen:
                                 cwd=server.data_dir, start_new_session=True, **_as_account(account))
 
 
+def launch(folder: str, port: int, log_path: str, timeout_s: float = 120.0) -> tuple[Postgres, subprocess.Popen]:
+    """Prepare the cluster in `folder` (on first use: initdb), start its server, wait until it accepts logins and
+    create the `mlflow` database if missing; a server that fails on the way is killed."""
+    server = prepare(folder, port, log_path)
+    process = start(server, log_path)
+    try:
+        wait_ready(server, timeout_s, process, log_path)
+        ensure_database(server)
+    except BaseException:
+        _kill_group(process)
+        raise
+    return server, process
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
 def wait_ready(server: Postgres, timeout_s: float, process: subprocess.Popen | None, log_path: str) -> None:
     """Wait until the server accepts the `mlflow` role's login; a ClusterError naming the log when it does not."""
     import psycopg

@@ -131,8 +131,6 @@ def up(state_dir: str = DEFAULT_STATE_DIR, options: UpOptions | None = None) -> 
     options = options or UpOptions()
     if read_state(state_dir) is not None:
         raise ClusterError(f"services are already up (state in {state_dir}); run `python -m cluster down` first")
-    # Jobs run `python` from the head's PATH: make it this interpreter (the project's virtualenv). Ray token
-    # authentication stays on unless RAY_AUTH_MODE says otherwise.
     auth_mode = os.environ.get("RAY_AUTH_MODE", "token")
     _check_options(options, auth_mode)
     os.makedirs(state_dir, exist_ok=True)
@@ -147,7 +145,9 @@ def up(state_dir: str = DEFAULT_STATE_DIR, options: UpOptions | None = None) -> 
     try:
         store, store_env = _start_postgres(state_dir, options, services)
         services.backend_store_uri = postgres.redact(store)
-        _start_mlflow(store, store_env, services, options.timeout_s)
+        _write_state(state_dir, services)
+        services.mlflow_pgid = start_mlflow_server(store, store_env, services.artifacts, services.mlflow_port,
+                                                   services.logs["mlflow"], options.timeout_s).pid
         _write_state(state_dir, services)
         _start_ray(options, services)
         _write_state(state_dir, services)
@@ -162,24 +162,28 @@ def _start_postgres(state_dir: str, options: UpOptions, services: Services) -> t
     """The backend store URI and the environment MLflow needs for it; with --tracking postgres, the server started."""
     if options.tracking != "postgres":
         return resolve_tracking_uri(options.backend_store_uri or os.path.join(os.getcwd(), "mlruns.db")), {}
-    log = services.logs["postgres"]
-    server = postgres.prepare(os.path.join(state_dir, "postgres"), options.postgres_port or free_port(), log)
-    process = postgres.start(server, log)
+    server, process = postgres.launch(os.path.join(state_dir, "postgres"), options.postgres_port or free_port(),
+                                      services.logs["postgres"], options.timeout_s)
     services.postgres_pgid, services.postgres_port, services.postgres_dir = process.pid, server.port, server.folder
-    _write_state(state_dir, services)
-    postgres.wait_ready(server, options.timeout_s, process, log)
-    postgres.ensure_database(server)
     return server.uri, server.env
 
 
-def _start_mlflow(store: str, store_env: dict[str, str], services: Services, timeout_s: float) -> None:
-    """The MLflow server on 127.0.0.1, serving artifacts (mlflow-artifacts: URIs) from `services.artifacts`."""
-    cmd = [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", services.artifacts, "--host", HOST,
-           "--port", str(services.mlflow_port), "--workers", "1"]
+def start_mlflow_server(store: str, store_env: dict[str, str], artifacts: str, port: int, log_path: str,
+                        timeout_s: float = 120.0) -> subprocess.Popen:
+    """An MLflow server on 127.0.0.1:`port` in a process group of its own, storing runs in `store` (its URI passed
+    by environment, so no password shows in `ps`) and serving artifacts (mlflow-artifacts: URIs) from `artifacts`;
+    returned once it answers /health, killed when it does not."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--artifacts-destination", artifacts, "--host", HOST,
+           "--port", str(port), "--workers", "1"]
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": store, **store_env}
-    mlflow = _spawn(cmd, services.logs["mlflow"], env)  # the store URI goes by environment: no password in `ps`
-    services.mlflow_pgid = mlflow.pid
-    _wait_http(services.tracking_uri, "/health", timeout_s, mlflow, services.logs["mlflow"], "MLflow server")
+    mlflow = _spawn(cmd, log_path, env)
+    try:
+        _wait_http(f"http://{HOST}:{port}", "/health", timeout_s, mlflow, log_path, "MLflow server")
+    except BaseException:
+        _signal_group(mlflow.pid, signal.SIGKILL)
+        mlflow.wait()
+        raise
+    return mlflow
 
 
 def _start_ray(options: UpOptions, services: Services) -> None:
@@ -191,6 +195,8 @@ def _start_ray(options: UpOptions, services: Services) -> None:
            "--disable-usage-stats"]
     cmd += ["--num-cpus", str(options.num_cpus)] if options.num_cpus is not None else []
     cmd += ["--num-gpus", str(options.num_gpus)] if options.num_gpus is not None else []
+    # Jobs run `python` from the head's PATH: make it this interpreter (the project's virtualenv). Ray token
+    # authentication stays on unless RAY_AUTH_MODE says otherwise.
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     env = {"RAY_USAGE_STATS_ENABLED": "0", "PATH": path, "RAY_AUTH_MODE": services.auth_mode}
     if not options.networked:
