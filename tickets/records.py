@@ -12,14 +12,37 @@ from .errors import TicketsError
 from .paths import METRICS
 
 
-
 def read_json(path: str) -> dict:
-    """A JSON file's content, or a clear error when it is unreadable."""
+    """A JSON file's content, or a clear error when it is unreadable (missing, not UTF-8, not JSON)."""
     try:
-        with open(path) as handle:
+        with open(path, encoding="utf-8") as handle:
             return json.load(handle)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise TicketsError(f"cannot read '{path}': {exc}") from exc
+    except OSError as exc:
+        raise TicketsError(f"cannot read '{path}': {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise TicketsError(f"cannot read '{path}': not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+                           f"{exc.start}); it is damaged") from exc
+    except json.JSONDecodeError as exc:
+        raise TicketsError(f"cannot read '{path}': not valid JSON ({exc})") from exc
+
+
+def check_writable_folder(path: str, what: str = "output folder") -> None:
+    """Fail with one clear line unless `path` is, or can be created as, a folder this process can write in.
+
+    Writing is tried (a temporary folder made and removed in `path`, or in its nearest existing parent), since
+    permission bits say nothing for root and nothing for read-only or virtual file systems."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise TicketsError(f"{what} '{path}' is a file, not a folder")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise TicketsError(f"{what} '{path}' cannot be created: '{existing}' is a file")
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=existing, prefix=".write-check-"))
+    except OSError as exc:
+        raise TicketsError(f"{what} '{path}' cannot be written: making a folder in '{existing}' fails "
+                           f"({exc.strerror or exc})") from None
 
 
 def write_json(path: str, data: dict) -> None:
