@@ -15,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Iterable
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlparse
 
 from . import conventions as cv
 from . import tracking
@@ -114,6 +114,13 @@ def save_view(client, experiment_id: str, state: dict) -> str:
         if tag.startswith(SHARE_TAG_PREFIX) and tag != SHARE_TAG_PREFIX + key and _view_name(value) == VIEW_NAME:
             client.delete_experiment_tag(experiment_id, tag)
     return key
+
+
+def opened_state(client, experiment_id: str, url: str) -> dict:
+    """The view state that `url` (a view_url of the experiment) opens."""
+    key = parse_qs(urlparse(url).fragment.partition("?")[2])[SHARE_URL_PARAM][0]
+    envelope = json.loads(client.get_experiment(experiment_id).tags[SHARE_TAG_PREFIX + key])
+    return json.loads(envelope["state"])
 
 
 def ui_base_url(tracking_uri: str, ui_url: str = DEFAULT_UI_URL) -> str:
