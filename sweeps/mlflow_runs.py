@@ -175,6 +175,7 @@ class SweepRuns:
         self.run_ids = {key: run.info.run_id for key, run in existing.items()}
         self._status = {key: run.info.status for key, run in existing.items()}
         self.live: Counter[str] = Counter()
+        self.logged_at_start = 0
         self._warned = False
 
     def settle(self) -> int:

@@ -41,7 +41,7 @@ def run_sweep(spec: Spec, tracking_uri: str, console: Console | None = None, pro
     result.complete = [p.name for p in plan if store.is_complete(p)]
     result.failed = [p.name for p in plan if p.name not in set(result.complete)]
     try:
-        result.levels_logged = runs.reconcile(ended=True)
+        result.levels_logged = runs.logged_at_start + runs.reconcile(ended=True)
         close_sweep_run(runs.client, sweep_run_id, complete=result.ok)
     except Exception as exc:  # noqa: BLE001 - the results are safe on disk; say how to finish logging them
         raise ClusterError(f"could not log results to MLflow at {tracking_uri} ({type(exc).__name__}: {exc}); "
@@ -65,7 +65,7 @@ def _open_runs(spec: Spec, plan: list[Piece], store: ResultsStore, tracking_uri:
         experiment_id = tracking.ensure_experiment(client, spec.name, tracking_uri)
         check_layout(client, experiment_id, spec.name)
         runs = SweepRuns(client, experiment_id, plan, store)
-        runs.settle()
+        runs.logged_at_start = runs.settle()
         return runs, open_sweep_run(client, experiment_id, spec, spec_text, plan)
     except ClusterError:
         raise
