@@ -7,7 +7,8 @@ Starts an MLflow server on 127.0.0.1 (a free port) for the store, waits until it
     imp_vs_baselines.png  the view's charts: the main metric against sparsity, one line per series (mean over seeds,
                           min-max band)
 
-then stops the server it started (nothing else). A tracking server URI (http://...) is used as it is, without
+then stops the server it started (nothing else). A folder (MLflow's file store, which MLflow 3 opens only with
+MLFLOW_ALLOW_FILE_STORE=true) is opened with that opt-in. A tracking server URI (http://...) is used as it is, without
 starting anything. Chromium is Debian's package (apt-get install -y chromium), driven over the DevTools protocol on
 a pipe so that each screenshot waits until the page has rendered.
 
@@ -42,6 +43,7 @@ RENDERED = {  # a page counts as rendered once this is true and stays true for S
     "CHART": "document.querySelectorAll('.js-plotly-plot svg.main-svg').length >= {charts}",
 }
 SETTLE_S = 2.0
+FILE_STORE_OPT_IN = "MLFLOW_ALLOW_FILE_STORE"
 
 
 class Usage(Exception):
@@ -106,6 +108,8 @@ def check(args: argparse.Namespace) -> tuple[str, str, str]:
     if chromium is None:
         raise Usage("chromium is not installed (apt-get update && apt-get install -y chromium)")
     uri = tracking.resolve_tracking_uri(args.store)
+    if uri.startswith("file://"):
+        os.environ.setdefault(FILE_STORE_OPT_IN, "true")  # MLflow 3 refuses folder stores unless told
     if not tracking.is_server(uri):
         path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else urlparse(uri).path
         if not os.path.exists(path):
