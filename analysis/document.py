@@ -18,6 +18,14 @@ th{background:#f2f2f2}img{max-width:100%;border:1px solid #ddd;margin:.5em 0}
 code{background:#f4f4f4;padding:0 3px}figcaption{font-size:13px;color:#555}"""
 
 
+@dataclass(frozen=True)
+class Link:
+    """A table cell (or one part of a list cell) shown as `text`, linked to `url` where there is one."""
+
+    text: str
+    url: str = ""
+
+
 @dataclass
 class Document:
     """An ordered list of blocks: ("heading", level, text), ("text", str), ("callout", str), ("bullets", list),
@@ -43,7 +51,8 @@ class Document:
         self.blocks.append(("bullets", list(items)))
 
     def table(self, frame: pd.DataFrame) -> None:
-        """Add a table (cells shown as their string form; missing values as empty cells)."""
+        """Add a table (cells shown as their string form; missing values as empty cells; a Link, or a list of
+        Links and strings shown one after another separated by ', ', as links)."""
         self.blocks.append(("table", frame))
 
     def image(self, path: str, caption: str) -> None:
@@ -103,15 +112,32 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _markdown_cell(value) -> str:
+    if isinstance(value, list):
+        return ", ".join(_markdown_cell(part) for part in value)
+    if isinstance(value, Link):
+        return f"[{value.text}]({value.url})" if value.url else value.text
+    return _cell(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _html_cell(value) -> str:
+    if isinstance(value, list):
+        return ", ".join(_html_cell(part) for part in value)
+    if isinstance(value, Link):
+        text = html.escape(value.text)
+        return f"<a href='{html.escape(value.url, quote=True)}'>{text}</a>" if value.url else text
+    return html.escape(_cell(value))
+
+
 def _markdown_table(frame: pd.DataFrame) -> list[str]:
     def row(cells):
-        return "| " + " | ".join(_cell(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+        return "| " + " | ".join(_markdown_cell(c) for c in cells) + " |"
 
     return [row(frame.columns), "|" + "---|" * len(frame.columns)] + [row(r) for r in frame.itertuples(index=False)]
 
 
 def _html_table(frame: pd.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(c))}</td>" for c in r) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in r) + "</tr>"
                    for r in frame.itertuples(index=False))
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -24,19 +24,38 @@ def _save(fig, path: str) -> str:
     return path
 
 
-def sparsity_curves(series: dict[str, pd.DataFrame], dense: dict[str, tuple[int, float, float]],
+def _legend_below(fig, axes) -> None:
+    """One legend for the figure, below its panels (outside the data), with every label of every panel once."""
+    entries = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                   ncol=min(3, len(entries)), fontsize=8, frameon=False)
+
+
+def sparsity_curves(series: dict[str, pd.DataFrame], dense: dict[str, tuple[int, float, float, float]],
                     metrics: list[str], title: str, path: str) -> str:
     """One panel per metric: for each labelled series (summary rows of one task) the mean over seeds against
     sparsity with a min-max band; hollow markers where fewer seeds than the series has (partial). `dense` maps a
-    metric to (n, mean, std) of level 0, drawn as a grey mean ± std band."""
+    metric to (n, mean, std, matching threshold) of level 0, drawn as a grey mean ± std band with the threshold as a
+    red line, its value written at the right. The legend sits below the panels."""
     fig, axes = plt.subplots(1, len(metrics), figsize=(6.4 * len(metrics), 4.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
+        ax.set_title(metric)
         if metric in dense and dense[metric][0] > 0:
-            n, mean, std = dense[metric]
+            n, mean, std, threshold = dense[metric]
             if pd.notna(std):
-                ax.axhspan(mean - std, mean + std, color="0.6", alpha=0.25, lw=0)
-            ax.axhline(mean, color="0.35", ls="--", lw=1.2,
-                       label=f"dense (level 0) mean ± std, n={n}" if pd.notna(std) else f"dense mean, n={n}")
+                ax.axhspan(mean - std, mean + std, color="0.6", alpha=0.25, lw=0, label="dense ± std")
+            ax.axhline(mean, color="0.35", ls="--", lw=1.2, label="dense (level 0) mean")
+            if pd.notna(threshold):
+                side = "-" if threshold <= mean else "+"
+                ax.axhline(threshold, color="tab:red", ls="-.", lw=1.3,
+                           label=f"matching threshold (dense mean {side} std)")
+                ax.annotate(f"matching {threshold:.4f}", (1.0, threshold), xycoords=("axes fraction", "data"),
+                            xytext=(3, 0), textcoords="offset points", va="center", fontsize=7, color="tab:red")
+            ax.set_title(f"{metric} (dense n={n})")
         for index, (label, rows) in enumerate(series.items()):
             rows = rows[rows[f"{metric}_n"].fillna(0) > 0].dropna(subset=["sparsity"]).sort_values("sparsity")
             if rows.empty:
@@ -45,18 +64,16 @@ def sparsity_curves(series: dict[str, pd.DataFrame], dense: dict[str, tuple[int,
             color, marker = f"C{index % 10}", _MARKERS[index % len(_MARKERS)]
             n_text = "/".join(str(v) for v in sorted(set(rows[f"{metric}_n"].astype(int)), reverse=True))
             ax.fill_between(x, rows[f"{metric}_min"], rows[f"{metric}_max"], color=color, alpha=0.18, lw=0)
-            ax.plot(x, rows[f"{metric}_mean"], color=color, lw=1.8, label=f"{label} (n={n_text})")
-            full = ~rows["partial"].astype(bool)
-            ax.plot(x[full], rows.loc[full, f"{metric}_mean"], ls="none", marker=marker, color=color)
-            ax.plot(x[~full], rows.loc[~full, f"{metric}_mean"], ls="none", marker=marker, mfc="white",
+            ax.plot(x, rows[f"{metric}_mean"], color=color, lw=1.8, marker=marker, label=f"{label} (n={n_text})")
+            partial = rows["partial"].astype(bool)
+            ax.plot(x[partial], rows.loc[partial, f"{metric}_mean"], ls="none", marker=marker, mfc="white",
                     color=color)
         ax.set_xlabel("sparsity of prunable weights (%)")
         ax.set_ylabel(metric)
-        ax.set_title(metric)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{title}\nline: mean over seeds; band: min-max; hollow marker: partial (fewer seeds)", fontsize=10)
     fig.tight_layout()
+    _legend_below(fig, axes[0])
     return _save(fig, path)
 
 
@@ -103,16 +120,19 @@ def transfer_heatmap(rows: pd.DataFrame, title: str, path: str) -> str:
 
 def layer_sparsity(layers: pd.DataFrame, title: str, path: str) -> str:
     """One panel per task: sparsity of each prunable tensor kind against layer index, mean over seeds with
-    min-max error bars; tensors outside the layers (e.g. the pooler) as separate points at the right."""
+    min-max error bars; tensors outside the layers (e.g. the pooler) as separate points at the right. One legend
+    below the panels names every kind of every panel."""
     tasks = sorted(layers["task"].unique())
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.2 * len(tasks), 4.0), squeeze=False, sharey=True)
+    kinds = sorted(layers["kind"].unique())
     for ax, task in zip(axes[0], tasks):
         rows = layers[layers["task"] == task]
         seeds = rows["seed"].nunique()
         in_layers = rows[rows["layer"].notna()]
         top = int(in_layers["layer"].max()) + 1 if len(in_layers) else 0
         stats = rows.groupby(["kind", "layer"], dropna=False)["tensor_sparsity"].agg(["mean", "min", "max"])
-        for index, (kind, part) in enumerate(stats.groupby(level="kind")):
+        for kind, part in stats.groupby(level="kind"):
+            index = kinds.index(kind)  # one colour and marker per kind in every panel, as the one legend says
             part = part.droplevel("kind").sort_index()
             x = np.array([top if pd.isna(layer) else layer for layer in part.index], dtype=float)
             y = part["mean"].to_numpy() * 100
@@ -125,9 +145,9 @@ def layer_sparsity(layers: pd.DataFrame, title: str, path: str) -> str:
         ax.set_title(f"{task} (n={seeds} seeds, level {', '.join(map(str, sorted(rows['level'].unique())))})")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("pruned weights in tensor (%)")
-    axes[0][-1].legend(fontsize=8, loc="best")
     fig.suptitle(f"{title}\nmean over seeds; error bars: min-max", fontsize=10)
     fig.tight_layout()
+    _legend_below(fig, axes[0])
     return _save(fig, path)
 
 

@@ -6,18 +6,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from datetime import datetime, timezone
 
 import pandas as pd
 
 from cluster import conventions as C
+from cluster.tracking import is_server
 
 from .collect import IMP, TRANSFER, Collected, collect, rows_where
-from .document import Document
+from .document import Document, Link
 from .masks import MASK_GROUP, choose_levels, load_masks, random_jaccard
-from .matching import DENSE_KEY, dense_stats, find_matching
+from .matching import DENSE_KEY, dense_stats, find_matching, threshold
+from .paired import paired_seeds, paired_table
 from .plots import layer_sparsity, seed_overlaps, sparsity_curves, task_overlaps, transfer_heatmap
-from .stats import describe, metric_columns, metric_columns_of, summarise
+from .publish import publish, sweep_run_id
+from .stats import KEY, describe, metric_columns, metric_columns_of, summarise
 from .structured import structured_table
 from .tasks import task_metrics
 from .transfer import GROUP as TRANSFER_GROUP
@@ -64,6 +68,25 @@ def series_label(row, shown: set[str]) -> str:
     return f"{label} ({', '.join(extra)})" if extra else label
 
 
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI when the tracking URI is a server (http(s)://host/#/experiments/<id>/runs/<id>),
+    else ''."""
+    if not is_server(tracking_uri):
+        return ""
+    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def run_links(rows: pd.DataFrame, collected: Collected, prefix: str = "") -> list[Link]:
+    """One Link per (seed, run) of `rows` (columns seed, run_id): 's0' linked to the run's page on a tracking server,
+    else 's0 <first 8 characters of the run id>'."""
+    pairs = rows[["seed", "run_id"]].dropna().drop_duplicates().sort_values(["seed", "run_id"])
+    links = []
+    for seed, run_id in pairs.itertuples(index=False):
+        url = run_url(collected.tracking_uri, collected.experiment_id, run_id)
+        links.append(Link(f"{prefix}s{seed}" + ("" if url else f" {run_id[:8]}"), url))
+    return links
+
+
 def task_metric_list(task: str, main: str, summary: pd.DataFrame) -> list[str]:
     """The task's standard metrics that have data in `summary` (main first); else every metric but eval_loss."""
     present = [m for m in metric_columns_of(summary) if summary[f"{m}_n"].fillna(0).sum() > 0]
@@ -73,37 +96,67 @@ def task_metric_list(task: str, main: str, summary: pd.DataFrame) -> list[str]:
 
 def write_report(client, experiment: str, out_dir: str, overlap_level: int | None = None,
                  overlap_sparsity: float | None = None, masks: bool = True) -> str:
-    """Collect `experiment` and write every table, plot and the report into `out_dir`; return report.md's path."""
+    """Collect `experiment` and write every table, plot and the report into `out_dir`; upload them as artifacts
+    `report/` of the experiment's sweep run where it has one (one line on stdout says what happened, a warning on
+    stderr when the store cannot be written); return report.md's path."""
     os.makedirs(out_dir, exist_ok=True)
     collected = collect(client, experiment)
+    sweep_run = sweep_run_id(client, collected.experiment_id)
     table = collected.table()
     main = collected.main_metrics()
     summary = summarise(table, collected.runs)
     matching = find_matching(summary, table, main)
+    seeds = paired_seeds(table, main)
+    paired = paired_table(table, main, seeds)
     transfer = transfer_table(table, main)
     structured = structured_table(collected.structured)
-    for name, frame in (("summary", summary), ("matching", matching), ("transfer", transfer),
-                        ("structured", structured)):
-        frame.to_csv(os.path.join(out_dir, f"{name}.csv"), index=False)
+    tables = ["summary.csv", "matching.csv", "paired.csv", "paired_seeds.csv", "transfer.csv", "structured.csv"]
+    for name, frame in zip(tables, (summary, matching, paired, seeds, transfer, structured)):
+        frame.to_csv(os.path.join(out_dir, name), index=False)
 
     doc = Document(f"Seed-variance report: {experiment}")
-    _setup(doc, collected, table)
+    _setup(doc, collected, table, sweep_run)
     _runs(doc, collected)
     _matching(doc, matching, collected)
+    _paired(doc, paired, seeds, collected)
     _tasks(doc, summary, table, main, collected, out_dir)
     _transfer(doc, transfer, out_dir)
     _structured(doc, structured)
-    tables = ["summary.csv", "matching.csv", "transfer.csv", "structured.csv"]
     if masks:
         tables += _masks(doc, client, table, out_dir, overlap_level, overlap_sparsity)
+    images = [os.path.basename(block[1]) for block in doc.blocks if block[0] == "image"]
     doc.heading("Files")
-    doc.bullets(tables + [os.path.basename(block[1]) for block in doc.blocks if block[0] == "image"])
+    if sweep_run:
+        doc.text(f"This report's files (artifacts `{C.REPORT_ARTIFACT_DIR}/` of the sweep run {sweep_run} may also "
+                 "hold files of earlier reports that this one did not write; only these are current):")
+    doc.bullets(tables + images)
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as handle:
         handle.write(doc.to_markdown())
     with open(os.path.join(out_dir, "report.html"), "w") as handle:
         handle.write(doc.to_html())
+    files = [os.path.join(out_dir, name) for name in ["report.html", "report.md", *tables, *images]]
+    _upload(client, collected, sweep_run, files)
     return path
+
+
+def _upload(client, collected: Collected, sweep_run: str | None, files: list[str]) -> None:
+    """Publish the report to the sweep run and say so in one line (a warning on stderr when it cannot)."""
+    where = f"artifacts {C.REPORT_ARTIFACT_DIR}/ of the sweep run {sweep_run}"
+    if sweep_run is None:
+        print(f"experiment '{collected.experiment}' has no sweep run (tag {C.TAG_RUN_KIND}={C.RUN_KIND_SWEEP}): "
+              "the report was not uploaded")
+        return
+    try:
+        stale = publish(client, sweep_run, files)
+    except Exception as exc:  # noqa: BLE001 - any store failure leaves the report on disk; say so in one line
+        text = str(getattr(exc, "message", None) or exc).strip()
+        print(f"warning: could not write the report to {where} ({text.splitlines()[0] if text else type(exc).__name__}"
+              "); the report on disk is complete", file=sys.stderr)
+        return
+    print(f"uploaded {len(files)} files to {where}"
+          + (f"; {len(stale)} files there are left from an earlier report (MLflow cannot delete artifacts; "
+             f"report.md lists the current ones): {', '.join(stale)}" if stale else ""))
 
 
 def _values(frame: pd.DataFrame, column: str) -> str:
@@ -124,7 +177,7 @@ def _prunable_sets(frame: pd.DataFrame) -> str:
     return "; ".join(shown) or "(none)"
 
 
-def _setup(doc: Document, collected: Collected, table: pd.DataFrame) -> None:
+def _setup(doc: Document, collected: Collected, table: pd.DataFrame, sweep_run: str | None) -> None:
     runs = collected.runs
     unfinished = runs[runs["problem"] != ""]
     if len(unfinished):
@@ -155,16 +208,21 @@ def _setup(doc: Document, collected: Collected, table: pd.DataFrame) -> None:
         "Runs: " + (", ".join(f"{n} {k}" for k, n in kinds.items()) or "none"),
         "Statistics over seeds: n, mean, sample std (ddof=1, n/a for n=1), min, median, max. Matching: mean >= "
         "dense mean - dense std; strictly matching: mean >= dense mean (dense = level 0 of the IMP trajectories "
-        "with the same task, model and rewind point).",
+        "with the same task, model and rewind point). Per-seed rule: each seed's ticket against its own dense run "
+        "under the same threshold (value >= that seed's dense value - dense std; strictly: >= its dense value).",
     ]
+    if sweep_run:
+        items.append(f"Sweep run: {sweep_run} (this report is stored as its artifacts `{C.REPORT_ARTIFACT_DIR}/`).")
     if len(structured):
         searches = int((structured["subnetwork"] == C.SUBNETWORK_SEARCH).sum())
         unfinished = int((structured["status"] != "FINISHED").sum())
         items.append(f"Structured runs: {searches} searches ({_values(structured, 'method')}), "
                      f"{len(structured) - searches} retrained subnetworks; {unfinished} not finished; tasks "
                      f"{_values(structured, 'task')}, seeds {_values(structured, 'seed')}")
-    if len(collected.ignored):
-        items.append(f"{len(collected.ignored)} runs without run_kind trajectory/branch/structured were ignored.")
+    ignored = collected.ignored
+    ignored = ignored[ignored["run_kind"] != C.RUN_KIND_SWEEP] if "run_kind" in ignored else ignored
+    if len(ignored):
+        items.append(f"{len(ignored)} runs without run_kind trajectory/branch/structured/sweep were ignored.")
     if collected.duplicates():
         items.append(f"{collected.duplicates()} level values were superseded by another run of the same seed "
                      "(finished runs preferred, then the newest).")
@@ -188,7 +246,9 @@ def _runs(doc: Document, collected: Collected) -> None:
     rows = []
     for _, run in runs.iterrows():
         logged = pd.to_datetime(run["last_logged"], unit="ms", utc=True) if pd.notna(run["last_logged"]) else None
-        rows.append({"run": run["run_name"], "run id": run["run_id"], "kind": run["branch"], "task": run["task"],
+        url = run_url(collected.tracking_uri, collected.experiment_id, run["run_id"])
+        rows.append({"run": run["run_name"], "run id": Link(run["run_id"], url), "kind": run["branch"],
+                     "task": run["task"],
                      "seed": run["seed"], "source": run["source_task"], "status": run["status"],
                      "levels logged": "none" if pd.isna(run["last_level"]) else f"up to {run['last_level']}",
                      "levels planned": run["levels_planned"], "problem": run["problem"],
@@ -202,7 +262,9 @@ def _matching(doc: Document, matching: pd.DataFrame, collected: Collected) -> No
         doc.text("No results yet.")
         return
     doc.text("Per task, series and metric: the sparsest pruned level whose mean over seeds is matching "
-             "(>= dense mean - std) and strictly matching (>= dense mean). Full table: matching.csv.")
+             "(>= dense mean - std) and strictly matching (>= dense mean); and, by the per-seed rule, the sparsest "
+             "level at which every seed's ticket matches its own dense run (seeds without one are not judged). "
+             "Full table: matching.csv.")
     shown = varying(collected.runs, FACETS)
     rows = []
     for _, row in matching.iterrows():
@@ -220,8 +282,86 @@ def _matching(doc: Document, matching: pd.DataFrame, collected: Collected) -> No
                      "dense (level 0)": mean_std(row["dense_mean"], row["dense_std"], row["dense_n"]),
                      "threshold": "" if pd.isna(row["threshold"]) else f"{row['threshold']:.4f}",
                      "sparsest matching": found["matching"], "sparsest strictly matching": found["strict"],
+                     "sparsest matching in every seed (per-seed rule)": _seedwise(row),
                      "partial": "partial" if row["partial"] else ""})
     doc.table(pd.DataFrame(rows))
+
+
+def _seedwise(row: pd.Series) -> str:
+    parts = []
+    for which, name in (("matching", "matching"), ("strict", "strictly")):
+        level = row[f"seedwise_{which}_level"]
+        parts.append(f"{name}: none" if pd.isna(level) else
+                     f"{name}: level {level} ({percent(row[f'seedwise_{which}_sparsity'])}, "
+                     f"all {row[f'seedwise_{which}_seeds']} seeds judged)")
+    return "; ".join(parts)
+
+
+def _paired(doc: Document, paired: pd.DataFrame, seeds: pd.DataFrame, collected: Collected) -> None:
+    doc.heading("IMP minus each baseline, paired by seed")
+    if paired.empty:
+        doc.text("No baseline shares a pruned level and a seed with an IMP trajectory yet.")
+        return
+    doc.text("Per task, level and baseline (main metric; every standard metric in paired.csv, one row per seed in "
+             "paired_seeds.csv): IMP minus the baseline over the seeds both have, with the 95% confidence interval "
+             "and p-value of the paired t-test (n >= 2); each arm's mean over its seeds with the verdict of the rule "
+             "on means, and the per-seed rule: in how many seeds the ticket matches its own seed's dense run. Runs: "
+             + ("links to the MLflow UI." if is_server(collected.tracking_uri)
+                else "seed and the first 8 characters of the run id (full ids in paired_seeds.csv)."))
+    shown = varying(collected.runs, FACETS)
+    rows = []
+    for _, row in paired[paired["is_main"]].iterrows():
+        where = {c: row[c] for c in ("task", "model", "schedule", "method", "rewind_point", "level", "baseline",
+                                     "metric")}
+        per_seed = seeds[rows_where(seeds, where)]
+        facets = {_FILE_NAMES[c] or c: row[c] for c in FACETS if c in shown}
+        rows.append({"task": row["task"], **facets, "level": row["level"], "sparsity": percent(row["sparsity"]),
+                     "baseline": row["baseline"], "metric": row["metric"], "IMP - baseline": _difference(row),
+                     "per seed": ", ".join(f"s{s}: {d:+.4f}" for s, d in
+                                           per_seed[["seed", "difference"]].dropna().itertuples(index=False)),
+                     "IMP verdict": _arm_verdict(row, "imp"), "baseline verdict": _arm_verdict(row, "baseline"),
+                     "runs": run_links(per_seed.rename(columns={"imp_run_id": "run_id"}), collected, "IMP ")
+                     + run_links(per_seed.rename(columns={"baseline_run_id": "run_id"}), collected,
+                                 f"{row['baseline']} ")})
+    doc.table(pd.DataFrame(rows))
+
+
+def _difference(row: pd.Series) -> str:
+    if not row["n"]:
+        return "– (no seed in both)"
+    text = f"{row['mean_difference']:+.4f}"
+    if pd.notna(row["std_difference"]):
+        text += f" ± {row['std_difference']:.4f}"
+    text += f" (n={row['n']})"
+    if pd.notna(row["ci_low"]):
+        text += f", 95% CI [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
+    if pd.notna(row["p_value"]):
+        text += f", p={row['p_value']:.3g}"
+    return text
+
+
+def _arm_verdict(row: pd.Series, arm: str) -> str:
+    """'mean 0.8300 (n=3): matching; per seed: matching in 3 of 3, strictly in 1 of 3' for one arm of a paired row."""
+    if not row[f"{arm}_n"]:
+        return "no values"
+    strict, matching = row[f"{arm}_strictly_matching"], row[f"{arm}_matching"]
+    if pd.isna(strict):
+        on_means = "no verdict (no dense reference)"
+    elif strict:
+        on_means = "strictly matching"
+    elif pd.isna(matching):
+        on_means = "not strictly matching (no dense std for matching)"
+    else:
+        on_means = "matching" if matching else "not matching"
+    judged = row[f"{arm}_seeds_judged"]
+    if not judged:
+        per_seed = "no seed has its own dense run"
+    elif pd.isna(row[f"{arm}_matching_seeds"]):
+        per_seed = f"strictly in {row[f'{arm}_strictly_matching_seeds']} of {judged} (no dense std for matching)"
+    else:
+        per_seed = (f"matching in {row[f'{arm}_matching_seeds']} of {judged}, "
+                    f"strictly in {row[f'{arm}_strictly_matching_seeds']} of {judged}")
+    return f"mean {row[f'{arm}_mean']:.4f} (n={row[f'{arm}_n']}): {on_means}; per seed: {per_seed}"
 
 
 def _tasks(doc: Document, summary: pd.DataFrame, table: pd.DataFrame, main: dict, collected: Collected,
@@ -240,23 +380,32 @@ def _tasks(doc: Document, summary: pd.DataFrame, table: pd.DataFrame, main: dict
         doc.heading(f"Task {facet['task']}" + "".join(f", {_FILE_NAMES[c]} {facet[c]}"
                                                        for c in ["model", "rewind_point"] if c in shown_files))
         reference = dense[rows_where(dense, {c: facet[c] for c in DENSE_KEY})]
-        ref = {m: (int(reference.iloc[0][f"{m}_n"]), reference.iloc[0][f"{m}_mean"], reference.iloc[0][f"{m}_std"])
-               for m in metrics if len(reference)}
+        ref = {}
+        for m in metrics:
+            if len(reference):
+                n, mean, std = (reference.iloc[0][f"{m}_{s}"] for s in ("n", "mean", "std"))
+                ref[m] = (int(n), mean, std, threshold(mean, std, m))
         series = {series_label(part.iloc[0], shown_labels): part
                   for _, part in rows.groupby(["method", "schedule", "branch"], dropna=False, sort=False)}
-        name = f"curves_{facet['task']}{suffix(facet, shown_files)}.png"
         title = f"{facet['task']}, model {facet['model']}, rewind {facet['rewind_point']}"
-        sparsity_curves(series, ref, metrics, title, os.path.join(out_dir, name))
-        doc.image(os.path.join(out_dir, name), f"{title}: {', '.join(metrics)} against sparsity")
-        doc.table(_level_table(rows, metrics, shown_labels))
+        if (rows["level"] >= 1).any():
+            name = f"curves_{facet['task']}{suffix(facet, shown_files)}.png"
+            sparsity_curves(series, ref, metrics, title, os.path.join(out_dir, name))
+            doc.image(os.path.join(out_dir, name), f"{title}: {', '.join(metrics)} against sparsity; red line: "
+                                                   "matching threshold")
+        else:
+            doc.text("Only the dense network (level 0) so far: no curve to draw.")
+        doc.table(_level_table(rows, table, metrics, shown_labels, collected))
 
 
-def _level_table(rows: pd.DataFrame, metrics: list[str], shown: set[str]) -> pd.DataFrame:
+def _level_table(rows: pd.DataFrame, table: pd.DataFrame, metrics: list[str], shown: set[str],
+                 collected: Collected) -> pd.DataFrame:
     out = []
     for _, row in rows.iterrows():
         entry = {"series": series_label(row, shown), "level": row["level"], "sparsity": percent(row["sparsity"]),
                  "seeds": f"{row['n']} of {row['seeds_expected']}" + (" (partial)" if row["partial"] else "")}
         entry.update({m: describe(row, m) for m in metrics})
+        entry["runs"] = run_links(table[rows_where(table, {c: row[c] for c in KEY})], collected)
         out.append(entry)
     return pd.DataFrame(out)
 
@@ -273,11 +422,13 @@ def _transfer(doc: Document, transfer: pd.DataFrame, out_dir: str) -> None:
     shown = varying(transfer, TRANSFER_GROUP)
     for key, rows in transfer[transfer["is_main"]].groupby(TRANSFER_GROUP, dropna=False, sort=True):
         facet = dict(zip(TRANSFER_GROUP, key))
+        if len(rows) < 2:
+            continue  # one source and one target: the table below says all a heatmap would
         name = f"transfer{suffix(facet, shown)}.png"
         title = (f"Transfer at level {facet['level']} (sparsity {percent(rows['sparsity'].mean())}), "
                  f"method {facet['method']}, rewind {facet['rewind_point']}")
         transfer_heatmap(rows, title, os.path.join(out_dir, name))
-        doc.image(os.path.join(out_dir, name), title)
+        doc.image(os.path.join(out_dir, name), f"{title}; blue: better than T's own mask, red: worse, white: equal")
     facets = [c for c in FACETS if c in shown]
     table = [{**{_FILE_NAMES[c] or c: r[c] for c in facets},
               "S": r["source_task"], "T": r["task"], "level": r["level"], "sparsity": percent(r["sparsity"]),
@@ -353,7 +504,9 @@ def _masks(doc: Document, client, table: pd.DataFrame, out_dir: str, level: int 
         for plot, stem, what in ((task_overlaps, "overlap_tasks", "between tasks"),
                                  (seed_overlaps, "overlap_seeds", "between seeds")):
             if stem == "overlap_seeds" and not (pairs["task_a"] == pairs["task_b"]).any():
-                continue
+                continue  # one seed per task: nothing between seeds
+            if stem == "overlap_tasks" and pd.concat([pairs["task_a"], pairs["task_b"]]).nunique() < 2:
+                continue  # one task: its diagonal is the between-seeds heatmap
             name = f"{stem}{suffix(facet, shown)}.png"
             plot(pairs, title, os.path.join(out_dir, name))
             doc.image(os.path.join(out_dir, name), f"Mask overlap (Jaccard) {what}: {title}")
