@@ -1,4 +1,4 @@
-"""Command line: `python -m analysis report ...` and `python -m analysis compare ...`."""
+"""Command line: `python -m analysis report ...`, `python -m analysis compare ...` and `python -m analysis early ...`."""
 
 from __future__ import annotations
 
@@ -29,6 +29,13 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--experiment", action="append", required=True, help="experiment name (give two or more)")
     compare.add_argument("--tracking-uri", help=uri_help)
     compare.add_argument("--out", required=True, help="output folder")
+
+    early = commands.add_parser("early", help="an early-stopped IMP sweep (early tickets) against a full-IMP sweep")
+    early.add_argument("--experiment", required=True, help="the early-stopped sweep's experiment name")
+    early.add_argument("--against", required=True, help="the full-IMP sweep's experiment name (the same spec without "
+                                                        "early_stop)")
+    early.add_argument("--tracking-uri", help=uri_help)
+    early.add_argument("--out", default=None, help="output folder (default: reports/EXPERIMENT_early)")
     return parser
 
 
@@ -37,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     args = _parser().parse_args(argv)
+    if args.command == "early" and args.out is None:
+        args.out = os.path.join("reports", f"{args.experiment}_early")
     from mlflow.exceptions import MlflowException
 
     from cluster.tracking import resolve_tracking_uri
@@ -54,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
             path = write_report(client, args.experiment, args.out, args.overlap_level, args.overlap_sparsity,
                                 masks=not args.no_masks)
+        elif args.command == "early":
+            from .early import write_early_report
+
+            path = write_early_report(client, args.experiment, args.against, args.out)
         else:
             from .compare import write_comparison
 
@@ -64,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     except MlflowException as exc:
         print(f"error: the tracking store failed: {str(exc.message).strip().splitlines()[0]}", file=sys.stderr)
         return 2
-    print(f"wrote {path} (and report.html, CSV tables and PNG plots beside it)" if args.command == "report"
-          else f"wrote {path}")
+    beside = {"report": "report.html", "early": "early.html"}.get(args.command)
+    print(f"wrote {path} (and {beside}, CSV tables and PNG plots beside it)" if beside else f"wrote {path}")
     return 0
 
 

@@ -207,6 +207,21 @@ def test_matching_levels_and_the_within_one_std_case(report):
     assert random["dense_mean"] == 0.875  # judged against the IMP trajectories' level 0
 
 
+def test_paired_differences_imp_minus_random_pruning_by_seed(report):
+    """paired.csv: at every level, IMP minus random pruning of the same seed; cola's only baseline run failed
+    without values and transfers are compared in transfer.csv, so sst2's random pruning is the only baseline."""
+    paired = pd.read_csv(report / "paired.csv")
+    assert set(zip(paired["task"], paired["baseline"])) == {("sst2", "random-prune")}
+    for level, values in RANDOM_PRUNE_SST2.items():
+        row = _row(paired, task="sst2", baseline="random-prune", level=level, metric="accuracy")
+        diffs = [imp - random for imp, random in zip(IMP_VALUES["sst2"][level], values)]
+        assert (row["n"], row["sparsity"]) == (3, SPARSITY[level])
+        assert row["mean_difference"] == pytest.approx(statistics.mean(diffs))
+        assert row["std_difference"] == pytest.approx(statistics.stdev(diffs))
+        assert row["ci_low"] < row["mean_difference"] < row["ci_high"]
+    assert "## IMP minus each baseline, paired by seed" in (report / "report.md").read_text()
+
+
 def test_one_dense_seed_gives_only_the_strict_verdict_and_says_why(tmp_path):
     """One sst2 seed: no dense std, so no matching verdict (noted), but the strictly matching one from the mean;
     a transfer to cola, which has no trajectory, has no dense reference at all (noted)."""

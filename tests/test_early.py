@@ -1,0 +1,312 @@
+"""Early tickets on a tiny random BERT and real SST-2: mask distance, early stopping, ticket evaluation, bisection,
+the spec and plan, and the report against full IMP (real engine, real results store, real MLflow)."""
+
+import dataclasses
+import os
+
+import pytest
+import torch
+
+from conftest import GLUE_DIR
+from sweeps.errors import SpecError
+from sweeps.plan import build_plan
+from sweeps.spec import load_spec
+from sweeps.store import ResultsStore
+from tickets.bisection import MONOTONE_ASSUMPTION, bisect_sparsest, run_bisection
+from tickets.branches import BranchConfig, run_branch
+from tickets.config import EarlyStopConfig, TrainConfig, TrajectoryConfig
+from tickets.early import converged, mask_distance
+from tickets.errors import TicketsError
+from tickets.imp import finished_levels, run_trajectory
+from tickets.masks import Mask
+from tickets.paths import HEAD_WEIGHTS, MASK, NEXT_MASK, TICKET_EVALUATIONS, TRAINED_WEIGHTS, level_dir
+from tickets.pruning import prune
+from tickets.records import finished_metrics
+from tickets.weights import load_weights
+
+TRAIN = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-3, max_seq_length=32, max_train_samples=48,
+                    max_eval_samples=32)
+FULL = TrajectoryConfig(task="sst2", seed=0, model="tiny-random-bert", data_dir=str(GLUE_DIR), rate=0.2, levels=2,
+                        train=TRAIN)
+STOPS = dataclasses.replace(FULL, early_stop=EarlyStopConfig(window=2, threshold=1.0, check_every=1))
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    """A normal IMP trajectory, levels 0-2 (6 steps a level)."""
+    out = str(tmp_path_factory.mktemp("full") / "traj")
+    run_trajectory(FULL, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def early(tmp_path_factory):
+    """An early-stopped trajectory whose rule is met as soon as it can be: window 2, threshold 1, a check a step."""
+    out = str(tmp_path_factory.mktemp("early") / "traj")
+    run_trajectory(STOPS, out, progress=False)
+    return out
+
+
+def _level(out: str, level: int) -> dict:
+    return finished_metrics(level_dir(out, level))
+
+
+def _mask_hash(out: str, level: int, name: str = MASK) -> str:
+    return Mask.load(os.path.join(level_dir(out, level), name)).content_hash()
+
+
+def test_distance_is_zero_for_identical_masks_and_one_for_complementary_ones():
+    g = torch.Generator().manual_seed(0)
+    a = {"x": torch.rand(7, 5, generator=g) < 0.5, "y": torch.rand(11, generator=g) < 0.3}
+    assert mask_distance(a, {n: t.clone() for n, t in a.items()}) == 0.0
+    assert mask_distance(a, {n: ~t for n, t in a.items()}) == 1.0
+    one_flipped = {"x": a["x"].clone(), "y": a["y"].clone()}
+    one_flipped["y"][0] = ~one_flipped["y"][0]
+    assert mask_distance(a, one_flipped) == pytest.approx(1 / 46)
+    with pytest.raises(TicketsError, match="different tensors"):
+        mask_distance(a, {"x": a["x"]})
+
+
+def test_the_early_bird_rule_needs_a_full_window_of_small_distances():
+    assert not converged([0.05] * 4, window=5, threshold=0.1)
+    assert converged([0.5, 0.05, 0.1, 0.02, 0.0, 0.09], window=5, threshold=0.1)
+    assert not converged([0.05, 0.05, 0.05, 0.05, 0.11], window=5, threshold=0.1)
+    assert not converged([0.0] * 9, window=0, threshold=0.1)
+
+
+@pytest.mark.parametrize("size", [1000, 700_000])
+def test_pruning_keeps_exactly_what_a_stable_sort_keeps(size):
+    """The selection that makes checks cheap prunes the same weights as sorting every score (ties in index order,
+    weights pruned earlier first), below and above the size where it samples."""
+    g = torch.Generator().manual_seed(size)
+    weights = {"a": torch.randn(size, generator=g), "b": torch.randint(-3, 4, (size // 2,), generator=g).float()}
+    current = {n: torch.rand(w.shape, generator=g) > 0.25 for n, w in weights.items()}
+    for sparsity in (0.3, 0.5, 0.8):
+        scores = torch.cat([torch.where(current[n], w.abs(), torch.full_like(w, -1.0)) for n, w in weights.items()])
+        expected = torch.ones(scores.numel(), dtype=torch.bool)
+        expected[torch.argsort(scores, stable=True)[:round(sparsity * scores.numel())]] = False
+        keep = prune("magnitude", weights, sparsity, current=current)
+        assert torch.equal(torch.cat([keep["a"], keep["b"]]), expected)
+
+
+def test_every_level_with_a_next_level_records_its_mask_distance_curve(full):
+    for level in (0, 1, 2):
+        metrics = _level(full, level)
+        assert [p["step"] for p in metrics["mask_distance"]] == [1, 2, 3, 4, 5, 6]  # a tenth of 6 steps: every step
+        assert all(0 <= p["distance"] <= 1 for p in metrics["mask_distance"])
+        assert metrics["mask_check_s"] > 0 and "early_stop" not in metrics and metrics["steps"] == 6
+
+
+def test_a_never_met_threshold_trains_to_the_end_and_equals_a_normal_level_bit_for_bit(full, tmp_path):
+    never = dataclasses.replace(FULL, early_stop=EarlyStopConfig(window=2, threshold=0.0, check_every=1))
+    assert never.content_key() != FULL.content_key()
+    out = str(tmp_path / "never")
+    results = run_trajectory(never, out, progress=False)
+    for result in results:
+        level, metrics, reference = result.level, result.metrics, _level(full, result.level)
+        assert metrics["early_stop"]["stopped_at_step"] is None and not metrics["early_stop"]["converged"]
+        assert metrics["early_stop"]["may_stop"] == (level >= 1)
+        for key in ("steps", "train_loss", "metrics", "sparsity", "mask_distance"):
+            assert metrics[key] == reference[key], key
+        assert _mask_hash(out, level) == _mask_hash(full, level)
+        assert _mask_hash(out, level, NEXT_MASK) == _mask_hash(full, level, NEXT_MASK)
+        for ours, theirs in zip(load_weights(os.path.join(level_dir(out, level), HEAD_WEIGHTS)).values(),
+                                load_weights(os.path.join(level_dir(full, level), HEAD_WEIGHTS)).values()):
+            assert torch.equal(ours, theirs)
+    dense = [load_weights(os.path.join(level_dir(folder, 0), TRAINED_WEIGHTS)) for folder in (out, full)]
+    assert all(torch.equal(dense[0][name], dense[1][name]) for name in dense[1])
+
+
+def test_a_met_threshold_stops_each_pruned_level_and_draws_its_next_mask_there(early, full):
+    dense = _level(early, 0)
+    assert dense["steps"] == 6 and dense["early_stop"]["may_stop"] is False
+    assert dense["early_stop"]["converged"] and dense["early_stop"]["stopped_at_step"] is None
+    assert _mask_hash(early, 1) == _mask_hash(full, 1)  # drawn at the end of the same full-length level 0
+    for level in (1, 2):
+        metrics = _level(early, level)
+        assert metrics["early_stop"] == {"window": 2, "threshold": 1.0, "check_every": 1, "may_stop": True,
+                                         "converged": True, "converged_at_step": 2, "stopped_at_step": 2}
+        assert metrics["steps"] == 2 and [p["step"] for p in metrics["mask_distance"]] == [1, 2]
+    assert _mask_hash(early, 2) != _mask_hash(full, 2)
+
+
+def test_a_resumed_early_stopped_search_gives_the_masks_of_an_uninterrupted_one(early, tmp_path):
+    class Crash(Exception):
+        pass
+
+    def crash_after_level_1(result):
+        if result.level == 1:
+            raise Crash
+
+    out = str(tmp_path / "resumed")
+    with pytest.raises(Crash):
+        run_trajectory(STOPS, out, on_level=crash_after_level_1, progress=False)
+    assert finished_levels(out) == [0, 1]
+    results = run_trajectory(STOPS, out, progress=False)
+    assert [r.reused for r in results] == [True, True, False]
+    for level in (0, 1, 2):
+        assert _mask_hash(out, level) == _mask_hash(early, level)
+        assert _mask_hash(out, level, NEXT_MASK) == _mask_hash(early, level, NEXT_MASK)
+        assert _level(out, level)["mask_distance"] == _level(early, level)["mask_distance"]
+
+
+def test_the_ticket_of_a_stopped_level_is_its_full_imp_training_and_a_full_level_is_its_own_ticket(early, full,
+                                                                                                    tmp_path):
+    ticket = run_branch(BranchConfig("ticket", STOPS.without_early_stop(),
+                                     os.path.join(level_dir(early, 1), MASK), early), str(tmp_path / "t1"),
+                        progress=False)
+    reference = _level(full, 1)  # the same mask (drawn from the same level 0) trained to the end by full IMP
+    assert (ticket["metrics"], ticket["train_loss"], ticket["steps"]) == \
+        (reference["metrics"], reference["train_loss"], reference["steps"])
+    assert ticket["evaluation_steps"] == 6 and ticket["branch"] == "ticket"
+    own = run_branch(BranchConfig("ticket", FULL, os.path.join(level_dir(full, 2), MASK), full), str(tmp_path / "t2"),
+                     progress=False)
+    assert own["evaluation_steps"] == 0 and own["same_as"] == os.path.abspath(level_dir(full, 2))
+    assert own["metrics"] == _level(full, 2)["metrics"] and own["steps"] == 6
+    with pytest.raises(TicketsError, match="pruned level"):
+        BranchConfig("ticket", FULL, os.path.join(level_dir(full, 0), MASK), full).validate()
+    with pytest.raises(TicketsError, match="early stopping needs the head rewound"):
+        dataclasses.replace(STOPS, rewind_head=False).validate()
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 8])
+def test_bisection_finds_the_last_matching_level_of_a_monotone_series(count):
+    levels = list(range(1, count + 1))
+    for boundary in range(count + 1):  # levels 1..boundary match, the sparser ones do not
+        judged = []
+
+        def matches(level):
+            judged.append(level)
+            return level <= boundary
+
+        sparsest, trace = bisect_sparsest(levels, matches)
+        assert sparsest == (boundary or None)
+        assert [step["level"] for step in trace] == judged and len(set(judged)) == len(judged)
+        assert judged[0] == count and trace[0]["reason"].startswith("the sparsest level")
+        assert len(judged) <= 1 + (count - 1).bit_length()
+    assert bisect_sparsest([], lambda level: True) == (None, [])
+
+
+def test_bisection_records_why_and_resumes_from_the_tickets_it_trained(early, tmp_path):
+    recipe = STOPS.without_early_stop()
+    interrupted = str(tmp_path / "resumed")
+    first = run_branch(BranchConfig("ticket", recipe, os.path.join(level_dir(early, 2), MASK), early),
+                       level_dir(os.path.join(interrupted, TICKET_EVALUATIONS), 2), run_key="k", progress=False)
+    straight = run_bisection(STOPS, early, str(tmp_path / "straight"), tolerance=0.05, key="k", progress=False)
+    resumed = run_bisection(STOPS, early, interrupted, tolerance=0.05, key="k", progress=False)
+    again = run_bisection(STOPS, early, interrupted, tolerance=0.05, key="k", progress=False)
+    ticket = finished_metrics(level_dir(os.path.join(interrupted, TICKET_EVALUATIONS), 2))
+    assert ticket["started_at"] == first["started_at"]  # trained once, before the interruption
+    assert [r.metrics["bisection"] for r in straight] == [r.metrics["bisection"] for r in resumed]
+    assert all(r.reused for r in again)
+    record = straight[0].metrics["bisection"]
+    assert record["assumption"] == MONOTONE_ASSUMPTION and record["trace"][0]["level"] == 2
+    assert record["dense_metric"] == _level(early, 0)["metrics"]["accuracy"]
+    by_level = {r.level: r.metrics for r in straight}
+    assert by_level[2]["evaluated"] and by_level[2]["evaluation_steps"] == 6
+    if record["sparsest_matching_level"] == 2:
+        assert not by_level[1]["evaluated"] and by_level[1]["matches"] and by_level[1]["metrics"] == {}
+    for level in (1, 2):
+        assert os.path.isfile(os.path.join(level_dir(str(tmp_path / "straight"), level), MASK))
+
+
+def _spec_file(tmp_path, early_stop: str = "", name: str = "e", extra: str = ""):
+    path = tmp_path / f"{name}.yaml"
+    stop = f", early_stop: {early_stop}" if early_stop else ""
+    path.write_text(f"""\
+name: {name}
+model: tiny-random-bert
+data_dir: {GLUE_DIR}
+tasks: [sst2]
+seeds: [0, 1]
+pruning: {{rate: 0.2, levels: 2, rewind: [0]{stop}{extra}}}
+training: {{epochs: 1, batch_size: 8, learning_rate: 1.0e-3, max_seq_length: 32, max_train_samples: 48,
+           max_eval_samples: 32}}
+storage: {tmp_path / "storage"}
+""")
+    return str(path)
+
+
+@pytest.mark.parametrize("early_stop, extra, field, message", [
+    ("{windw: 5}", "", "pruning.early_stop.windw", "did you mean 'window'"),
+    ("{evaluate: bisect}", "", "pruning.early_stop", "needs tolerance"),
+    ("{evaluate: [1, 3]}", "", "pruning.early_stop.evaluate.1", "beyond the last IMP level (2)"),
+    ("{evaluate: all, tolerance: 0.01}", "", "pruning.early_stop", "bisect only"),
+    ("{threshold: 1.5}", "", "pruning.early_stop.threshold", ""),
+    ("{window: 0}", "", "pruning.early_stop.window", ""),
+    ("{}", ", rewind_head: false", "pruning.early_stop", "needs rewind_head"),
+])
+def test_early_stop_spec_errors_name_the_field_and_line(tmp_path, early_stop, extra, field, message):
+    with pytest.raises(SpecError) as info:
+        load_spec(_spec_file(tmp_path, early_stop, extra=extra))
+    assert info.value.field == field and info.value.line == 6 and message in info.value.message
+
+
+def test_the_plan_of_an_early_spec_has_its_ticket_pieces(tmp_path):
+    normal = build_plan(load_spec(_spec_file(tmp_path, name="normal")))
+    every = build_plan(load_spec(_spec_file(tmp_path, "{check_every: 1}", name="all")))
+    listed = build_plan(load_spec(_spec_file(tmp_path, "{evaluate: [2]}", name="listed")))
+    bisect = build_plan(load_spec(_spec_file(tmp_path, "{evaluate: bisect, tolerance: 0.01}", name="bisect")))
+    assert [p.kind for p in normal] == ["trajectory"] * 2
+    trajectories = [p for p in every if p.is_trajectory]
+    assert {p.key for p in trajectories}.isdisjoint(p.key for p in normal)
+    assert trajectories[0].recipe.early_stop == EarlyStopConfig(window=5, threshold=0.1, check_every=1)
+    tickets = [p for p in every if p.kind == "ticket"]
+    assert [(p.source_key, p.level) for p in tickets] == [(t.key, lv) for t in trajectories for lv in (1, 2)]
+    assert all(p.recipe.early_stop == EarlyStopConfig() and not p.is_chain for p in tickets)
+    assert [(p.kind, p.level) for p in listed if not p.is_trajectory] == [("ticket", 2), ("ticket", 2)]
+    pieces = [p for p in bisect if not p.is_trajectory]
+    assert [p.kind for p in pieces] == ["ticket-bisect"] * 2
+    assert all(p.is_chain and p.level == 2 and p.levels == [1, 2] and p.options == {"tolerance": 0.01}
+               for p in pieces)
+    search = [p.key for p in listed if p.is_trajectory]
+    assert search == [p.key for p in bisect if p.is_trajectory]  # which tickets are evaluated leaves the search as it is
+    assert len({p.key for p in every + listed + bisect}) == len(every) + len(listed) + 2
+
+
+def test_early_report_against_full_imp(tmp_path, full, early):
+    """Both arms of a tiny study, run piece by piece by the engine into one results store (seed 0's trajectories
+    taken from the fixtures by their content keys) and logged to one MLflow store by the sweep's own logging; the
+    report states steps, stops, tickets, matching and mask overlap."""
+    import shutil
+
+    import pandas as pd
+
+    from analysis.__main__ import main
+    from cluster import tracking
+    from sweeps.mlflow_runs import SweepRuns, check_layout
+
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    for name, early_stop in (("full_arm", ""), ("early_arm", "{window: 2, threshold: 1.0, check_every: 1}")):
+        spec = load_spec(_spec_file(tmp_path, early_stop, name=name))
+        plan = build_plan(spec)
+        store = ResultsStore(spec.storage)
+        finished = {FULL.content_key(): full, STOPS.content_key(): early}
+        for piece in plan:
+            if piece.key in finished:
+                shutil.copytree(finished[piece.key], store.path(piece.key))
+            if piece.is_trajectory:
+                run_trajectory(piece.recipe, store.path(piece.key), progress=False)
+            else:
+                branch = BranchConfig(piece.kind, piece.recipe, store.source_mask(piece), store.path(piece.source_key))
+                run_branch(branch, store.path(piece.key), run_key=piece.key, progress=False)
+        client = tracking.client(uri)
+        experiment = tracking.ensure_experiment(client, spec.name, uri)
+        check_layout(client, experiment, spec.name)
+        SweepRuns(client, experiment, plan, store).reconcile(ended=True)
+    out = tmp_path / "report"
+    assert main(["early", "--experiment", "early_arm", "--against", "full_arm", "--tracking-uri", uri,
+                 "--out", str(out)]) == 0
+    summary = pd.read_csv(out / "early_summary.csv").iloc[0]
+    assert (summary["search_steps"], summary["evaluation_steps"], summary["full_steps"]) == (2 * 10, 2 * 12, 2 * 18)
+    assert summary["steps_ratio"] == pytest.approx(44 / 36)
+    assert summary["early_matching_level"] == summary["full_matching_level"] == 2  # the tiny model: one class
+    levels = pd.read_csv(out / "early.csv").set_index("level")
+    assert list(levels["stopped"]) == [0, 2, 2] and levels.loc[1, "stop_step_mean"] == 2
+    assert levels.loc[1, "ticket_mean"] == levels.loc[1, "full_mean"] and levels.loc[1, "jaccard_mean"] == 1.0
+    assert 0 < levels.loc[2, "jaccard_mean"] <= 1 and levels.loc[2, "ticket_n"] == 2
+    distances = pd.read_csv(out / "early_distances.csv")
+    assert sorted(distances.groupby("level")["step"].max()) == [2, 2, 6]
+    assert (out / "early_distances_sst2.png").stat().st_size > 0
+    text = (out / "early.md").read_text()
+    assert "ratio 1.22" in text and "sparsest matching level, full IMP: level 2" in text
