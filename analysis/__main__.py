@@ -1,4 +1,4 @@
-"""Command line: `python -m analysis report ...`, `python -m analysis compare ...` and `python -m analysis early ...`."""
+"""Command line: `python -m analysis report ...`, `python -m analysis compare ...`, `python -m analysis early ...`."""
 
 from __future__ import annotations
 

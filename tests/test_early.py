@@ -260,7 +260,7 @@ def test_the_plan_of_an_early_spec_has_its_ticket_pieces(tmp_path):
     assert all(p.is_chain and p.level == 2 and p.levels == [1, 2] and p.options == {"tolerance": 0.01}
                for p in pieces)
     search = [p.key for p in listed if p.is_trajectory]
-    assert search == [p.key for p in bisect if p.is_trajectory]  # which tickets are evaluated leaves the search as it is
+    assert search == [p.key for p in bisect if p.is_trajectory]  # which tickets are evaluated leaves the search
     assert len({p.key for p in every + listed + bisect}) == len(every) + len(listed) + 2
 
 

@@ -4,8 +4,8 @@ trains, and when it has converged.
 Every `check_every` optimizer steps, from step 0, a level draws the next level's mask from its current weights with
 the `prune()` call that draws it at the end of the level (`next_draw` gives both the same sparsity and seed), and
 records its normalised Hamming distance over the prunable set to the previous check's mask. With early stopping on
-(`EarlyStopConfig.window` > 0), a pruned level whose schedule has a next level stops as soon as its last `window` distances are
-all <= `threshold`; the next mask is then drawn from the weights at that step. Level 0 always trains to the end: it is
+(`EarlyStopConfig.window` > 0), a pruned level whose schedule has a next level stops as soon as its last `window`
+distances are all <= `threshold`; the next mask is then drawn from the weights at that step. Level 0 always trains to the end: it is
 the dense reference every ticket is judged against, and it gives theta_i and the dense fine-tuned weights.
 """
 
