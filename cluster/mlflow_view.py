@@ -55,8 +55,9 @@ def series_runs(client, experiment_id: str) -> list:
 
 def group_tags(runs: list) -> list[str]:
     """The tags runs are grouped by so that a group differs from another in the series alone, seeds aggregated:
-    `series`, then each of task, rewind point and IMP method that takes more than one value among `runs`."""
-    split = [tag for tag in SPLIT_TAGS if len({run.data.tags.get(tag) for run in runs}) > 1]
+    `series`, then each of task, rewind point and IMP method that takes more than one value among `runs` (runs
+    without the tag, such as structured ones without a rewind point, add no value)."""
+    split = [tag for tag in SPLIT_TAGS if len({run.data.tags[tag] for run in runs if tag in run.data.tags}) > 1]
     return [cv.TAG_SERIES, *split]
 
 
@@ -76,7 +77,7 @@ def view_state(main_metrics: list[str], grouped_by: list[str],
                ranges: dict[str, tuple[float, float] | None] | None = None) -> dict:
     """The MLflow UI view state (search facets and UI state, as the UI's share-view feature serialises them):
     runs grouped by the tags `grouped_by`, one chart per main metric against sparsity (y axis over `ranges[metric]`
-    where given)."""
+    where given; the UI adds charts of the other metrics against step = level below, in its own sections)."""
     section = _section_uuid(SECTION_NAME)
     charts = [_sparsity_chart(metric, section, (ranges or {}).get(metric)) for metric in main_metrics]
     columns = [_column("tags", tag) for tag in (cv.TAG_SERIES, cv.TAG_TASK, cv.TAG_SEED, cv.TAG_REWIND_POINT)]
@@ -90,13 +91,9 @@ def view_state(main_metrics: list[str], grouped_by: list[str],
         "groupBy": {"aggregateFunction": "average",
                     "groupByKeys": [{"mode": "tag", "groupByData": tag} for tag in grouped_by]},
         "useGroupedValuesInCharts": True,
-        "hideEmptyCharts": True,
         "compareRunCharts": charts,
         "compareRunSections": [{**_section(SECTION_NAME), "columns": min(len(charts), 2) or 1, "cardHeight": 480},
                                _section("Model metrics"), _section("System metrics")],
-        "isAccordionReordered": False,
-        "globalLineChartConfig": {"xAxisKey": "metric", "selectedXAxisMetricKey": cv.METRIC_SPARSITY,
-                                  "lineSmoothness": 0},
     }
 
 
@@ -147,7 +144,7 @@ def _sparsity_chart(metric: str, section: str, y_range: tuple[float, float] | No
         "xAxisKey": "metric", "selectedXAxisMetricKey": cv.METRIC_SPARSITY, "useGlobalXaxisKey": False,
         "lineSmoothness": 0, "useGlobalLineSmoothing": False, "displayPoints": True,
         "scaleType": "linear", "xAxisScaleType": "linear", "yAxisKey": "metric", "yAxisExpressions": [],
-        "ignoreOutliers": False, "runsCountToCompare": 100,
+        "ignoreOutliers": False,
     }
     if y_range:
         chart["range"] = {"yMin": y_range[0], "yMax": y_range[1]}
