@@ -20,8 +20,13 @@ def load_with_lines(text: str, source: str) -> tuple[Any, dict[Path, int]]:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
         raise SpecError(source, line, None, f"not valid YAML: {exc.problem or exc.context}") from None
+    except yaml.reader.ReaderError as exc:
+        line = text[:exc.position].count("\n") + 1
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SpecError(source, line, None, f"not valid YAML: character {char} is not allowed in YAML text "
+                                            "(a binary file?)") from None
     except yaml.YAMLError as exc:
-        raise SpecError(source, None, None, f"not valid YAML: {exc}") from None
+        raise SpecError(source, None, None, f"not valid YAML: {str(exc).splitlines()[0]}") from None
     lines: dict[Path, int] = {(): 1}
     if node is not None:
         _walk(node, (), lines, source)

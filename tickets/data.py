@@ -131,7 +131,8 @@ def find_folder(data_dir: str, task: Task) -> Path:
     """The task's folder under `data_dir`: DIR/<folder>, DIR/glue/<folder> or DIR/text/<folder>."""
     root = Path(data_dir)
     if not root.is_dir():
-        raise TicketsError(f"data directory '{data_dir}' does not exist")
+        problem = "is a file, not a folder" if root.exists() else "does not exist"
+        raise TicketsError(f"data directory '{data_dir}' {problem}")
     candidates = [root / task.folder, root / "glue" / task.folder, root / "text" / task.folder]
     for candidate in candidates:
         if candidate.is_dir():
@@ -144,6 +145,12 @@ def existing_file(path: Path) -> Path:
     if not path.is_file():
         raise TicketsError(f"data file not found: {path}")
     return path
+
+
+def not_text(path: Path, exc: UnicodeDecodeError) -> TicketsError:
+    """The error for a data file that is not UTF-8 text (a binary file, or text in another encoding)."""
+    return TicketsError(f"data file '{path}' is not UTF-8 text (byte {exc.object[exc.start]:#04x} cannot be decoded); "
+                        "give a UTF-8 text file")
 
 
 def hub_split(path: str, name: str | None, split: str):

@@ -53,6 +53,8 @@ def read_config_file(path: str) -> dict:
             data = json.load(handle)
     except OSError as exc:
         raise TicketsError(f"cannot read DeepSpeed config '{path}': {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise TicketsError(f"DeepSpeed config '{path}' is not UTF-8 text (a binary file?)") from None
     except json.JSONDecodeError as exc:
         raise TicketsError(f"DeepSpeed config '{path}' is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data import TaskData, eval_indices, eval_loaders, existing_file, find_folder, hub_split, train_indices
+from ..data import (TaskData, eval_indices, eval_loaders, existing_file, find_folder, hub_split, not_text,
+                    train_indices)
 from ..errors import TicketsError
 from .kind import TaskKind, model_outputs
 from .task import Task
@@ -166,6 +167,8 @@ def read_squad_json(path: Path) -> Questions:
         rows = [(qa["id"], article["title"], paragraph["context"], qa["question"],
                  [answer["text"] for answer in qa["answers"]], [int(answer["answer_start"]) for answer in qa["answers"]])
                 for article in articles for paragraph in article["paragraphs"] for qa in paragraph["qas"]]
+    except UnicodeDecodeError as exc:
+        raise not_text(path, exc) from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise TicketsError(f"'{path}' is not a SQuAD JSON file ({type(exc).__name__}: {exc})") from exc
     unanswered = next((row[0] for row in rows if not row[4]), None)

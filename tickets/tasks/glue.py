@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..data import (EncodedExamples, TaskData, eval_indices, eval_loaders, existing_file, find_folder, hub_split,
-                    train_indices)
+                    not_text, train_indices)
 from ..errors import TicketsError
 from . import get_kind
 from .kind import TaskKind, model_outputs
@@ -118,6 +118,15 @@ def read_glue_tsv(path: Path, task: Task, train: bool = False) -> Examples:
     error naming the file and line, so the eval set is never silently changed; in a train file such rows are dropped
     with a warning, and their count is `Examples.dropped`.
     """
+    try:
+        return _read_glue_tsv(path, task, train)
+    except UnicodeDecodeError as exc:
+        raise not_text(path, exc) from None
+    except csv.Error as exc:
+        raise TicketsError(f"data file '{path}' is not a TSV text file ({exc})") from None
+
+
+def _read_glue_tsv(path: Path, task: Task, train: bool) -> Examples:
     kind, columns = get_kind(task.kind), task.columns
     texts: tuple[list[str], ...] = tuple([] for _ in columns.texts)
     labels: list = []

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data import TaskData, eval_indices, eval_loaders, existing_file, find_folder, hub_split, train_indices
+from ..data import (TaskData, eval_indices, eval_loaders, existing_file, find_folder, hub_split, not_text,
+                    train_indices)
 from ..errors import TicketsError
 from .kind import TaskKind, model_outputs
 from .task import Task
@@ -79,8 +80,7 @@ class MLMKind(TaskKind):
             if train_path.name != task.train_split.file:
                 warnings.warn(f"no {task.train_split.file} in {folder}: training on {train_path.name} and evaluating on "
                               f"{eval_split.file}")
-            train_lines = train_path.read_text(encoding="utf-8").splitlines()
-            eval_lines = eval_path.read_text(encoding="utf-8").splitlines()
+            train_lines, eval_lines = _text_lines(train_path), _text_lines(eval_path)
         masking = MLMMasking(tokenizer.mask_token_id, len(tokenizer), tuple(tokenizer.all_special_ids))
         train = _blocks(train_lines, tokenizer, max_seq_length)
         train = train[train_indices(len(train), max_train_samples)]
@@ -126,6 +126,14 @@ class MLMKind(TaskKind):
 
 
 KIND = MLMKind()
+
+
+def _text_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise not_text(path, exc) from None
 
 
 def _blocks(lines: list[str], tokenizer, max_seq_length: int) -> torch.Tensor:
