@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -43,7 +44,7 @@ def finished_levels(out_dir: str, first: int = 0) -> list[int]:
 
 def check_trajectory_folder(cfg: TrajectoryConfig, out_dir: str) -> None:
     """Record the trajectory's settings in OUT, or fail when OUT holds finished levels of a trajectory with other
-    settings (a folder with no finished level is taken over)."""
+    settings (a folder with no finished level is taken over) or finished levels whose masks fail verification."""
     path = os.path.join(out_dir, TRAJECTORY_SETTINGS)
     identity = cfg.identity()
     if os.path.isfile(path) and finished_levels(out_dir):
@@ -56,7 +57,32 @@ def check_trajectory_folder(cfg: TrajectoryConfig, out_dir: str) -> None:
             raise TicketsError(
                 f"'{out_dir}' holds a trajectory with other settings ({', '.join(differing)} differ); use another --out"
             )
+        verify_finished_levels(out_dir, cfg.levels)
     write_json(path, {"config": asdict(cfg), "identity": identity, "content_key": content_hash(identity)})
+
+
+def verify_finished_levels(out_dir: str, last: int) -> None:
+    """Fail naming the level unless every finished level up to `last` has its mask, and its next level's mask where it
+    wrote one, intact (content and metadata hashes) and recording the level it belongs to."""
+    for level in range(last + 1):
+        folder = level_dir(out_dir, level)
+        metrics = finished_metrics(folder)
+        if metrics is None:
+            continue
+        for name, owner in ((MASK, level), (NEXT_MASK, level + 1)):
+            path = os.path.join(folder, name)
+            if name == NEXT_MASK and not os.path.isfile(path):
+                continue  # the schedule ends at this level
+            try:
+                mask = Mask.load(path)
+                if mask.metadata.get("level") != str(owner):
+                    raise TicketsError(f"'{path}' records level {mask.metadata.get('level')}, not {owner}")
+                if name == MASK and not math.isclose(mask.sparsity, metrics.get("sparsity", -1), abs_tol=1e-9):
+                    raise TicketsError(f"'{path}' has sparsity {mask.sparsity:.6f} but the level recorded "
+                                       f"{metrics.get('sparsity')}")
+            except TicketsError as exc:
+                raise TicketsError(f"finished level {level} of '{out_dir}' fails verification: {exc}; delete "
+                                   f"'{folder}' to run that level again") from None
 
 
 def run_trajectory(

@@ -99,9 +99,10 @@ def _trajectory_key(trajectory_dir: str) -> str:
 
 
 def _check_chain_folder(out_dir: str, key: str) -> None:
-    """Record the chain's key in OUT, or fail when OUT holds a chain with another key."""
+    """Record the chain's key in OUT, or fail when OUT holds finished levels of a chain with another key (a folder with
+    no finished level is taken over)."""
     path = os.path.join(out_dir, CHAIN_SETTINGS)
-    if os.path.isfile(path) and read_json(path)["content_key"] != key:
+    if os.path.isfile(path) and finished_levels(out_dir, first=1) and read_json(path).get("content_key") != key:
         raise TicketsError(f"'{out_dir}' holds a standard-pruning chain with other settings; use another --out")
     os.makedirs(out_dir, exist_ok=True)
     write_json(path, {"branch": KIND, "content_key": key})
