@@ -57,7 +57,7 @@ class BranchConfig:
         source = Mask.load(self.mask_path)
         if self.kind == TICKET:
             _check_ticket(self, int(source.metadata.get("level", 0)))
-        if self.kind == "transfer" and source.metadata.get("source_task") == self.trajectory.task:
+        if self.kind == "transfer" and _same_task(source.metadata.get("source_task"), self.trajectory.task):
             raise TicketsError(f"the mask was found on '{self.trajectory.task}' itself: "
                                "give the target task with --task")
         if branch.needs(self) is not None:
@@ -82,6 +82,16 @@ class BranchConfig:
         mask = Mask.load(self.mask_path)
         return content_hash({"kind": self.kind, **self.options(), "trajectory": self.trajectory.identity(),
                              "mask": mask.content_hash()})
+
+
+def _same_task(source_task: str | None, task: str) -> bool:
+    """True when a mask found on `source_task` would be trained on that same task (names compared canonically)."""
+    from .tasks import get_task
+
+    try:
+        return get_task(str(source_task)).name == get_task(task).name
+    except TicketsError:  # no source task, or one this code does not know: not the target
+        return False
 
 
 def branch_options(kind: str, reinit_scope: str) -> dict:

@@ -16,6 +16,7 @@ from .errors import TicketsError
 from .flags import add_flags, given
 from .masks import Mask, overlap
 from .pruning import levels_for_sparsity
+from .records import check_writable_folder
 from .structured.structure import KIND as STRUCTURED_KIND
 
 
@@ -51,6 +52,8 @@ def cmd_branch(args: argparse.Namespace) -> None:
     from .records import read_json
     from .standard import run_standard
 
+    if args.kind == "transfer" and not args.task:
+        raise TicketsError("branch transfer needs --task: the target task to train the source task's mask on")
     base = TrajectoryConfig(task=args.task or "")
     if args.trajectory:
         path = os.path.join(args.trajectory, TRAJECTORY_SETTINGS)
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print one line and return 2."""
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "out", None):
+            check_writable_folder(args.out)
         args.func(args)
     except TicketsError as exc:
         print(f"error: {exc}", file=sys.stderr)
