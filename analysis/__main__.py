@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow.exceptions import MlflowException
 
     from cluster.tracking import resolve_tracking_uri
+    from tickets.errors import TicketsError
+    from tickets.records import check_writable_folder
 
     from .collect import open_client
 
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             raise AnalysisError(f"--overlap-sparsity must be a fraction in [0, 1], got {args.overlap_sparsity}")
         if args.command == "compare" and len(args.experiment) < 2:
             raise AnalysisError("compare needs at least two --experiment")
+        check_writable_folder(args.out)
         client = open_client(resolve_tracking_uri(args.tracking_uri))
         if args.command == "report":
             from .report import write_report
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             from .compare import write_comparison
 
             path = write_comparison(client, args.experiment, args.out)
-    except AnalysisError as exc:
+    except (AnalysisError, TicketsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except MlflowException as exc:

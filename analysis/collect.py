@@ -19,7 +19,7 @@ import pandas as pd
 
 from cluster import conventions as C
 from cluster.tracking import (BULK_MAX_POINTS, PAGE_SIZE, MetricHistoryReader, experiment_names, health_status,
-                              is_server, search_all_runs)
+                              is_server, search_all_runs, store_failure, unreachable_server)
 
 from .errors import AnalysisError
 from .tasks import task_metrics
@@ -106,11 +106,12 @@ def rows_where(frame: pd.DataFrame, values: dict) -> pd.Series:
 def open_client(uri: str):
     """An MlflowClient for `uri`, after checking that the store exists and answers (one-line AnalysisError if not)."""
     from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     parsed = urlparse(uri)
     if parsed.scheme == "sqlite" and uri not in ("sqlite://", "sqlite:///:memory:"):
         path = uri[len("sqlite:///"):]
+        if os.path.isdir(path):
+            raise AnalysisError(f"tracking store '{uri}' is a folder, not an SQLite file")
         if not os.path.isfile(path):
             raise AnalysisError(f"tracking store '{uri}' does not exist (no file {os.path.abspath(path)}); "
                                 "pass --tracking-uri or set MLFLOW_TRACKING_URI")
@@ -118,11 +119,11 @@ def open_client(uri: str):
         _check_reachable(uri)
     elif parsed.scheme in ("", "file") and not os.path.isdir(parsed.path):
         raise AnalysisError(f"tracking store '{uri}' does not exist (no folder {os.path.abspath(parsed.path)})")
-    client = MlflowClient(tracking_uri=uri)
     try:
+        client = MlflowClient(tracking_uri=uri)
         client.search_experiments(max_results=1)
-    except MlflowException as exc:
-        raise AnalysisError(f"cannot read the tracking store '{uri}': {_first_line(exc)}") from exc
+    except Exception as exc:  # noqa: BLE001 - MLflow or its database driver: either is one line for the user
+        raise AnalysisError(f"cannot read the tracking store '{uri}': {store_failure(uri, exc)}") from None
     return client
 
 
@@ -132,13 +133,7 @@ def _check_reachable(uri: str) -> None:
     try:
         health_status(uri)
     except requests.RequestException as exc:
-        raise AnalysisError(f"cannot reach the MLflow tracking server at {uri} ({type(exc).__name__}); "
-                            "is it running? (--tracking-uri or MLFLOW_TRACKING_URI)") from exc
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(getattr(exc, "message", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        raise AnalysisError(unreachable_server(uri, exc)) from None
 
 
 def find_experiment(client, name: str):

@@ -62,6 +62,32 @@ def health_status(uri: str, timeout_s: float = 10.0, path: str = "/health") -> i
     return requests.get(uri.rstrip("/") + path, timeout=timeout_s).status_code
 
 
+def uri_origin(uri: str) -> str:
+    """Where the tracking URI `uri` came from, as a user would fix it: MLFLOW_TRACKING_URI when that variable names
+    it, else the command line's --tracking-uri."""
+    env = os.environ.get(ENV_URI)
+    return ENV_URI if env and resolve_tracking_uri(env) == uri else "--tracking-uri"
+
+
+def unreachable_server(uri: str, exc: Exception) -> str:
+    """One line saying that the tracking server at `uri` did not answer, naming where its address came from."""
+    origin = uri_origin(uri)
+    fix = (f"unset {ENV_URI} to use the local SQLite store" if origin == ENV_URI
+           else "give the address of a running server with --tracking-uri")
+    return (f"the MLflow tracking server at {uri} is not reachable ({type(exc).__name__}); its address comes from "
+            f"{origin}: start the server (python -m cluster up) or {fix}")
+
+
+def store_failure(uri: str, exc: Exception) -> str:
+    """One line saying why the tracking store at `uri` cannot be opened (no SQL statements, no links)."""
+    text = str(getattr(exc, "message", None) or exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    first = re.sub(r"^\((?:sqlite3|psycopg2?)\.\w+\)\s*", "", first)
+    if uri.startswith("sqlite:///") and "file is not a database" in first:
+        return f"'{uri[len('sqlite:///'):]}' is not an SQLite database (damaged, or another kind of file)"
+    return first
+
+
 def check_tracking(uri: str, timeout_s: float = 10.0) -> None:
     """Fail with a clear ClusterError unless the tracking store at `uri` answers; create a SQLite store if new."""
     if is_server(uri):
@@ -70,21 +96,21 @@ def check_tracking(uri: str, timeout_s: float = 10.0) -> None:
         try:
             status = health_status(uri, timeout_s)
         except requests.RequestException as exc:
-            raise ClusterError(
-                f"the MLflow tracking server at {uri} is not reachable ({type(exc).__name__}); start it "
-                "(python -m cluster up) or unset MLFLOW_TRACKING_URI to use the local SQLite store"
-            ) from None
+            raise ClusterError(unreachable_server(uri, exc)) from None
         if status != 200:
             raise ClusterError(f"the MLflow tracking server at {uri} answered /health with HTTP {status}")
         return
     if uri.startswith("sqlite:///"):
-        folder = os.path.dirname(uri[len("sqlite:///"):])
+        path = uri[len("sqlite:///"):]
+        folder = os.path.dirname(path)
         if not os.path.isdir(folder):
             raise ClusterError(f"the folder of the SQLite tracking store does not exist: {folder}")
+        if os.path.isdir(path):
+            raise ClusterError(f"the SQLite tracking store '{path}' is a folder, not a file")
     try:
         client(uri).search_experiments(max_results=1)
     except Exception as exc:  # noqa: BLE001 - any store failure is reported as one line
-        raise ClusterError(f"cannot open the MLflow tracking store {uri}: {exc}") from None
+        raise ClusterError(f"cannot open the MLflow tracking store {uri}: {store_failure(uri, exc)}") from None
 
 
 def client(uri: str):

@@ -396,7 +396,7 @@ def test_missing_store_and_unreachable_server_give_one_line(tmp_path, capsys):
     assert main(["report", "--experiment", "x", "--tracking-uri", "http://127.0.0.1:9", "--out", str(tmp_path)]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(errors) == 2
-    assert "does not exist" in errors[0] and "cannot reach the MLflow tracking server" in errors[1]
+    assert "does not exist" in errors[0] and "tracking server at http://127.0.0.1:9 is not reachable" in errors[1]
 
 
 def test_tracking_server_is_read_in_pages_and_in_bulk(store, monkeypatch):
