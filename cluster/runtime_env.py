@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from .errors import ClusterError
+
 EXCLUDES = [
     ".git", ".venv", "venv", "**/__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", ".ruff_cache", "*.egg-info",
     "mlruns", "mlruns.db", "mlartifacts", "runs", "sweep_storage", "ray_results", "reports", ".torch_extensions",
@@ -70,7 +72,10 @@ def write_runtime_env(root: str, path: str) -> dict:
     """Write the runtime_env as YAML for `ray job submit --runtime-env PATH`; returns it."""
     env = build_runtime_env(root)
     env["working_dir"] = "."
-    Path(path).write_text(yaml.safe_dump(env, sort_keys=False))
+    try:
+        Path(path).write_text(yaml.safe_dump(env, sort_keys=False))
+    except OSError as exc:
+        raise ClusterError(f"cannot write the runtime_env file '{path}': {exc.strerror or exc}") from None
     return env
 
 
