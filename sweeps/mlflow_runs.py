@@ -181,7 +181,8 @@ class SweepRuns:
     def settle(self) -> int:
         """Before any trial: log what is on disk but not in MLflow, creating the runs of series that finished
         before this store knew them (their times from the levels' records), and set right the status a crashed
-        driver left (RUNNING -> SCHEDULED; FINISHED once complete). Returns levels logged."""
+        driver left (RUNNING -> SCHEDULED; FINISHED once complete). Returns levels logged (kept as
+        `logged_at_start`)."""
         logged = 0
         for series in self.series.values():
             known = series.key in self.run_ids
@@ -194,6 +195,7 @@ class SweepRuns:
                 continue
             logged += self._log_finished(series)
             self._settle_status(series, ended=False)
+        self.logged_at_start = logged
         return logged
 
     def open(self, piece: Piece) -> str | None:

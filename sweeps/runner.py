@@ -65,7 +65,7 @@ def _open_runs(spec: Spec, plan: list[Piece], store: ResultsStore, tracking_uri:
         experiment_id = tracking.ensure_experiment(client, spec.name, tracking_uri)
         check_layout(client, experiment_id, spec.name)
         runs = SweepRuns(client, experiment_id, plan, store)
-        runs.logged_at_start = runs.settle()
+        runs.settle()
         return runs, open_sweep_run(client, experiment_id, spec, spec_text, plan)
     except ClusterError:
         raise
