@@ -230,6 +230,7 @@ def _problems(runs: pd.DataFrame, history: pd.DataFrame, points: pd.DataFrame) -
     runs = runs.merge(last_level, left_on="run_id", right_index=True, how="left")
     runs = runs.merge(last_logged, left_on="run_id", right_index=True, how="left")
     runs["last_level"] = runs["last_level"].astype("Int64")
+    logged = points.groupby("run_id")["level"].agg(lambda levels: {int(level) for level in levels}).to_dict()
     problems = []
     for _, run in runs.iterrows():
         planned = run["levels_planned"]
@@ -240,10 +241,25 @@ def _problems(runs: pd.DataFrame, history: pd.DataFrame, points: pd.DataFrame) -
         elif run["run_kind"] == C.RUN_KIND_TRAJECTORY and pd.notna(planned) and run["last_level"] < planned:
             problem = f"incomplete: finished at level {run['last_level']} of {planned} planned"
         else:
-            problem = ""
+            problem = _missing_levels(run, logged.get(run["run_id"], set()))
         problems.append(problem)
     runs["problem"] = problems
     return runs
+
+
+BISECTION = "ticket-bisect"  # the branch kind of a bisection over levels (tickets.bisection.KIND)
+
+
+def _missing_levels(run: pd.Series, logged: set[int]) -> str:
+    """'incomplete: ...' naming the levels a series run's `levels` tag plans that it has not logged, else '' (also
+    for a bisection, which evaluates only the levels its search visits)."""
+    if run["branch"] == BISECTION:
+        return ""
+    planned = {int(level) for level in str(run.get("levels") or "").split(",") if level.strip().isdigit()}
+    missing = sorted(planned - logged)
+    if not missing:
+        return ""
+    return f"incomplete: level(s) {', '.join(map(str, missing))} of {len(planned)} planned not logged"
 
 
 def collect(client, name: str) -> Collected:

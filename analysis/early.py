@@ -23,14 +23,14 @@ import pandas as pd
 
 from cluster import conventions as C
 
-from .collect import IMP, Collected, collect
+from .collect import BISECTION, IMP, Collected, collect
 from .document import Document
 from .errors import AnalysisError
 from .matching import find_matching
 from .report import mean_std, percent, suffix, varying
 from .stats import summarise
 
-TICKET, BISECT = "ticket", "ticket-bisect"
+TICKET, BISECT = "ticket", BISECTION
 GROUP = ["task", "model", "schedule", "method", "rewind_point"]
 PAIR = GROUP + ["seed"]
 

@@ -272,3 +272,23 @@ def test_runs_link_to_the_mlflow_ui_of_a_tracking_server(paired_store, tmp_path,
     url = f"{uri}/#/experiments/{exp_id}/runs/{paired_store['ids']['random-prune', 1]}"
     assert f"[random-prune s1]({url})" in (out / "report.md").read_text()
     assert f"<a href='{url}'>random-prune s1</a>" in (out / "report.html").read_text()
+
+
+def test_a_baseline_series_missing_a_planned_level_is_flagged_incomplete(tmp_path):
+    """A random-pruning series planned for levels 1 and 2 that logged only level 1 (its trial failed after it) is
+    named incomplete with the missing level; the complete series are not."""
+    from mlflow import MlflowClient
+
+    from analysis.collect import collect, open_client
+
+    uri, ids = build_store(tmp_path)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("paired").experiment_id
+    short = client.create_run(exp, tags=_tags(C.RUN_KIND_BRANCH, 3, **{
+        C.TAG_BRANCH_KIND: "random-prune", C.TAG_SERIES: "random-prune", C.TAG_LEVELS: "1,2"}))
+    _log(client, short.info.run_id, 1, {"accuracy": 0.8, C.METRIC_SPARSITY: SPARSITY[1]})
+    client.set_terminated(short.info.run_id)
+    runs = collect(open_client(uri), "paired").runs.set_index("run_id")["problem"]
+    assert runs[short.info.run_id] == "incomplete: level(s) 2 of 2 planned not logged"
+    assert all(runs[ids["random-prune", seed]] == "" for seed in range(3))
+    assert runs[ids["imp", 0]] == ""
