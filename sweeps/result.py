@@ -27,6 +27,7 @@ class SweepResult:
     train_s: float = 0.0
     nodes: set[str] = field(default_factory=set)
     retries: int = 0
+    view_url: str = ""
 
     @property
     def ok(self) -> bool:

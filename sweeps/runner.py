@@ -8,6 +8,7 @@ from rich.console import Console
 
 from cluster import tracking
 from cluster.errors import ClusterError
+from cluster.mlflow_view import comparison_url
 from cluster.ray_session import describe_resources, ray_session, trial_slots
 
 from .errors import SweepError
@@ -43,6 +44,7 @@ def run_sweep(spec: Spec, tracking_uri: str, console: Console | None = None, pro
     try:
         result.levels_logged = runs.logged_at_start + runs.reconcile(ended=True)
         close_sweep_run(runs.client, sweep_run_id, complete=result.ok)
+        result.view_url = comparison_url(runs.client, tracking_uri, runs.experiment_id)
     except Exception as exc:  # noqa: BLE001 - the results are safe on disk; say how to finish logging them
         raise ClusterError(f"could not log results to MLflow at {tracking_uri} ({type(exc).__name__}: {exc}); "
                            f"they are safe in {store.root}: re-run the same spec to log them") from None

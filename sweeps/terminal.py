@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from collections import Counter
 
 from rich.console import Console
@@ -86,3 +87,13 @@ def print_summary(console: Console, result: SweepResult) -> None:
     console.print(f"results: {result.storage}/results/<content key>/ (masks and metrics.json per level)")
     console.print(f"MLflow: experiment '{result.name}' at {result.tracking_uri}")
     console.print(f"open it: {ui_command(result.tracking_uri)}")
+    if result.view_url:
+        console.print(f"IMP vs baselines by sparsity (runs grouped by series, mean over seeds): {result.view_url}",
+                      soft_wrap=True, markup=False)
+    console.print(f"report: {report_command(result)}", soft_wrap=True, markup=False)
+
+
+def report_command(result: SweepResult) -> str:
+    """The `python -m analysis report` command that turns this sweep's MLflow runs into its report."""
+    return (f"python -m analysis report --experiment {shlex.quote(result.name)} "
+            f"--tracking-uri {shlex.quote(result.tracking_uri)} --out {shlex.quote('reports/' + result.name)}")

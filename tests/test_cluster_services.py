@@ -44,6 +44,9 @@ def test_up_job_submit_down(tmp_path):
                       cwd=REPO, env={"RAY_AUTH_MODE": services.auth_mode})
         assert submit.returncode == 0, submit.stdout[-3000:] + submit.stderr[-3000:]
         assert "2/2 trials complete" in submit.stdout and "succeeded" in submit.stdout + submit.stderr
+        assert f"{services.tracking_uri}/#/experiments/" in submit.stdout and "viewStateShareKey=" in submit.stdout
+        assert (f"report: python -m analysis report --experiment submitted --tracking-uri {services.tracking_uri} "
+                "--out reports/submitted\n") in submit.stdout
         client = tracking.client(services.tracking_uri)
         runs = client.search_runs([client.get_experiment_by_name("submitted").experiment_id])
         assert sorted(r.data.tags[cv.TAG_RUN_KIND] for r in runs) == ["branch", "sweep", "trajectory"]
