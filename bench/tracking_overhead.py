@@ -147,8 +147,8 @@ def main() -> None:
                 logging_s.append(total)
                 on_pieces.append(piece)
         t = time.perf_counter()
-        runs.series = {key: series for key, series in runs.series.items() if series.first in on_pieces}
-        if runs.reconcile(ended=True):
+        logged_runs = SweepRuns(client, experiment_id, on_pieces, store)  # the logged trials' series only
+        if logged_runs.reconcile(ended=True):
             raise SystemExit("a logged trial left levels unlogged: the timings would miss them")
         reconcile_s = (time.perf_counter() - t) / len(on_pieces)
         connect_s = median([fresh_worker_connect(uri, run_ids[plan[0].key]) for _ in range(2)])
