@@ -24,6 +24,7 @@ from sweeps.series import group_series, series_key
 from sweeps.runner import run_sweep
 from sweeps.spec import load_spec
 from sweeps.store import ResultsStore
+from sweeps.terminal import print_summary
 from tickets.masks import Mask
 
 
@@ -202,6 +203,22 @@ def test_the_sweep_has_its_own_run_with_spec_and_plan_and_the_experiment_says_wh
     plan = pd.read_csv(client.download_artifacts(run_id, cv.PLAN_ARTIFACT, str(tmp_path)))
     assert len(plan) == 6 and set(plan["series"]) == {"imp", "random-prune", "transfer:sst2->rte"}
     assert set(plan["content_key"]) == {p.key for p in result.pieces}
+
+
+def test_the_sweep_ends_with_the_url_of_its_comparison_view_and_its_report_command(four_trials):
+    """The last lines name the saved view 'IMP vs baselines by sparsity' of this experiment (for `mlflow ui` on
+    127.0.0.1:5000) and the exact report command."""
+    from cluster.mlflow_view import opened_state
+
+    spec, uri, result, _ = four_trials
+    experiment_id = tracking.client(uri).get_experiment_by_name("four").experiment_id
+    assert result.view_url.startswith(f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?viewStateShareKey=")
+    assert opened_state(tracking.client(uri), experiment_id, result.view_url)  # the view the URL names exists
+    console = Console(record=True, width=60)
+    print_summary(console, result)
+    lines = console.export_text().splitlines()
+    assert lines[-2].endswith(result.view_url)
+    assert lines[-1] == f"report: python -m analysis report --experiment four --tracking-uri {uri} --out reports/four"
 
 
 def test_an_experiment_of_the_older_layout_is_refused_before_anything_runs(tmp_path):
