@@ -53,7 +53,8 @@ def count_line(spec: Spec, pieces: list[Piece]) -> str:
 
 
 def results_table(result: SweepResult, limit: int = 40) -> Table | None:
-    """The main dev metric of every finished level and branch (None for sweeps of more than `limit` trials)."""
+    """The main dev metric of every finished level and branch, "not evaluated" for a level a bisection only inferred
+    (None for sweeps of more than `limit` trials)."""
     if len(result.pieces) > limit:
         return None
     store = ResultsStore(result.storage)
@@ -64,7 +65,9 @@ def results_table(result: SweepResult, limit: int = 40) -> Table | None:
         for level in store.finished_levels(piece):
             metrics = store.level_metrics(piece, level)
             name = metrics["main_metric"]
-            table.add_row(piece.name, str(level), f"{metrics['sparsity']:.3f}", name, f"{metrics['metrics'][name]:.4f}")
+            value = metrics["metrics"].get(name)
+            shown = "not evaluated" if value is None else f"{value:.4f}"
+            table.add_row(piece.name, str(level), f"{metrics['sparsity']:.3f}", name, shown)
     return table
 
 

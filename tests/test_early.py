@@ -6,12 +6,15 @@ import os
 
 import pytest
 import torch
+from rich.console import Console
 
 from conftest import GLUE_DIR
 from sweeps.errors import SpecError
 from sweeps.plan import build_plan
+from sweeps.result import SweepResult
 from sweeps.spec import load_spec
 from sweeps.store import ResultsStore
+from sweeps.terminal import results_table
 from tickets.bisection import MONOTONE_ASSUMPTION, bisect_sparsest, run_bisection
 from tickets.branches import BranchConfig, run_branch
 from tickets.config import EarlyStopConfig, TrainConfig, TrajectoryConfig
@@ -208,6 +211,18 @@ def test_bisection_records_why_and_resumes_from_the_tickets_it_trained(early, tm
         assert not by_level[1]["evaluated"] and by_level[1]["matches"] and by_level[1]["metrics"] == {}
     for level in (1, 2):
         assert os.path.isfile(os.path.join(level_dir(str(tmp_path / "straight"), level), MASK))
+
+
+def test_the_sweep_summary_shows_a_level_the_bisection_only_inferred_as_not_evaluated(early, tmp_path):
+    spec_file = _spec_file(tmp_path, "{evaluate: bisect, tolerance: 1.0}", name="bisect")
+    piece = next(p for p in build_plan(load_spec(spec_file)) if p.kind == "ticket-bisect")
+    store = ResultsStore(str(tmp_path / "storage"))
+    run_bisection(STOPS, early, store.path(piece.key), tolerance=1.0, key="k", progress=False)
+    console = Console(record=True, width=200)
+    console.print(results_table(SweepResult("bisect", store.storage, "", [piece])))
+    rows = {line.split()[1]: line for line in console.export_text().splitlines() if line.split()[:1] == [piece.name]}
+    assert "not evaluated" in rows["1"]  # level 2 matched with this tolerance, so level 1 was inferred
+    assert "not evaluated" not in rows["2"] and "accuracy" in rows["2"]
 
 
 def _spec_file(tmp_path, early_stop: str = "", name: str = "e", extra: str = ""):
