@@ -65,8 +65,8 @@ def results_table(result: SweepResult, limit: int = 40) -> Table | None:
         for level in store.finished_levels(piece):
             metrics = store.level_metrics(piece, level)
             name = metrics["main_metric"]
-            value = metrics["metrics"].get(name)
-            shown = "not evaluated" if value is None else f"{value:.4f}"
+            inferred = metrics.get("evaluated") is False  # a bisection's verdict without a ticket training
+            shown = "not evaluated" if inferred else f"{metrics['metrics'][name]:.4f}"
             table.add_row(piece.name, str(level), f"{metrics['sparsity']:.3f}", name, shown)
     return table
 
