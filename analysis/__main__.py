@@ -9,7 +9,8 @@ import sys
 from .errors import AnalysisError
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m analysis` command line: report, compare, early."""
     parser = argparse.ArgumentParser(prog="python -m analysis",
                                      description="Seed-variance reports of lottery-ticket sweeps tracked in MLflow.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command; user errors print one line on stderr and return 2."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.command == "early" and args.out is None:
         args.out = os.path.join("reports", f"{args.experiment}_early")
     from mlflow.exceptions import MlflowException

@@ -5,8 +5,12 @@ chunk of runs (SQL stores: `get_metric_history_bulk`; tracking servers: the `get
 only where neither exists one request per run and key. A level of a run counts once its `sparsity` is logged at that
 step (the writer logs it last, as the level's commit marker); values of a level without it are still being written.
 
-Series are told apart by the rewind point as the spec wrote it (tag `rewind_point` up to '=': '5%' of '5%=134'), so
-that a transfer run, which carries its source task's rewind steps, lines up with its target task's trajectories.
+Series are told apart by the rewind point as the spec wrote it (tag `rewind_point`: '5%', not the steps it resolved
+to on each task), so that a transfer run lines up with its target task's trajectories.
+
+Only the tracking layout the sweep writes today is read (layout 2: one run per series, its levels as steps); the
+sweep refuses to write into an experiment of the older one-run-per-branch-level layout, and this reader does not read
+one.
 """
 
 from __future__ import annotations
@@ -36,13 +40,11 @@ _TAGS = {
     "rewind": C.TAG_REWIND, "schedule": C.TAG_SCHEDULE, "model": C.TAG_MODEL, "content_key": C.TAG_CONTENT_KEY,
     "branch_kind": C.TAG_BRANCH_KIND, "source_task": C.TAG_SOURCE_TASK, "source_level": C.TAG_SOURCE_LEVEL,
     "prunable_set": C.TAG_PRUNABLE_SET, "main_metric": C.TAG_MAIN_METRIC, "levels_planned": C.TAG_LEVELS_PLANNED,
-    "parent_run_id": C.TAG_PARENT_RUN, "rewind_point": C.TAG_REWIND_POINT, "subnetwork": C.TAG_SUBNETWORK,
+    "rewind_point": C.TAG_REWIND_POINT, "subnetwork": C.TAG_SUBNETWORK,
     "reinit_scope": C.TAG_REINIT_SCOPE, "not_comparable": C.TAG_NOT_COMPARABLE, "series": C.TAG_SERIES,
     "imp_method": C.TAG_IMP_METHOD, "levels": C.TAG_LEVELS,
 }
 _INT_TAGS = ("seed", "rewind", "source_level", "levels_planned")
-_INHERITED = ("task", "seed", "method", "rewind", "rewind_point", "schedule", "model", "prunable_set", "main_metric")
-_NOT_INHERITED_BY_TRANSFER = ("task", "main_metric")
 
 
 @dataclass
@@ -78,11 +80,7 @@ class Collected:
 
     def main_metrics(self) -> dict[str, str]:
         """Task -> its main metric: the most common `main_metric` tag of the task's runs, else the standard one."""
-        out = {}
-        for task, runs in self.runs.groupby("task"):
-            tagged = runs.loc[runs["main_metric"] != "", "main_metric"]
-            out[task] = tagged.mode().iloc[0] if len(tagged) else (task_metrics(task) or ("",))[0]
-        return out
+        return main_metrics_of(self.runs)
 
     def problem_counts(self) -> str:
         """E.g. '1 failed, 2 running' over the runs that are not complete ('' when all are)."""
@@ -93,6 +91,15 @@ class Collected:
         """How many (series, seed, level) values were dropped because another run had the same cell."""
         merged = self.points.merge(self.runs[["run_id", "seed", *SERIES]], on="run_id")
         return int(merged.duplicated(SERIES + ["seed", "level"]).sum())
+
+
+def main_metrics_of(frame: pd.DataFrame) -> dict[str, str]:
+    """Task -> its main metric: the most common non-empty `main_metric` of the task's rows, else the standard one."""
+    out = {}
+    for task, rows in frame.groupby("task"):
+        tagged = rows.loc[rows["main_metric"].fillna("") != "", "main_metric"]
+        out[task] = tagged.mode().iloc[0] if len(tagged) else (task_metrics(task) or ("",))[0]
+    return out
 
 
 def rows_where(frame: pd.DataFrame, values: dict) -> pd.Series:
@@ -164,7 +171,7 @@ def fetch_histories(client, runs: list) -> pd.DataFrame:
 
 
 def runs_frame(runs: list) -> pd.DataFrame:
-    """One row per run: id, name, status, times and the convention tags (ints parsed, branch tags inherited)."""
+    """One row per run: id, name, status, times and the convention tags (ints parsed)."""
     rows = []
     for run in runs:
         tags = run.data.tags
@@ -173,7 +180,6 @@ def runs_frame(runs: list) -> pd.DataFrame:
         row.update({column: tags.get(tag, "") for column, tag in _TAGS.items()})
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["run_id", "run_name", "status", "start_time", "end_time", *_TAGS])
-    frame = _inherit_from_parents(frame)
     has_imp_method = frame["imp_method"] != ""  # a baseline series compares with the IMP of its trajectory's method
     frame.loc[has_imp_method, "method"] = frame.loc[has_imp_method, "imp_method"]
     for column in _INT_TAGS:
@@ -185,26 +191,9 @@ def runs_frame(runs: list) -> pd.DataFrame:
     scoped = is_branch & (frame["reinit_scope"] != "")
     frame.loc[scoped, "branch"] = frame.loc[scoped, "branch"] + ":" + frame.loc[scoped, "reinit_scope"]
     frame.loc[frame["branch"] != TRANSFER, "source_task"] = ""
-    point = frame["rewind_point"].str.split("=").str[0]
-    frame["rewind_point"] = point.where(point != "", frame["rewind"].astype("string").fillna(""))
+    frame["rewind_point"] = frame["rewind_point"].where(frame["rewind_point"] != "",
+                                                        frame["rewind"].astype("string").fillna(""))
     return frame
-
-
-def _inherit_from_parents(frame: pd.DataFrame) -> pd.DataFrame:
-    """Fill a branch run's missing tags from its parent trajectory run (never the target task of a transfer)."""
-    parents = frame.loc[frame["run_kind"] == C.RUN_KIND_TRAJECTORY, ["run_id", *_INHERITED]]
-    parents = parents.rename(columns=lambda c: f"_parent_{c}")
-    merged = frame.merge(parents, left_on="parent_run_id", right_on="_parent_run_id", how="left")
-    has_parent = (merged["run_kind"] == C.RUN_KIND_BRANCH) & merged["_parent_run_id"].notna()
-    transfer = merged["branch_kind"] == TRANSFER
-    for column in _INHERITED:
-        fill = has_parent & (merged[column] == "")
-        if column in _NOT_INHERITED_BY_TRANSFER:
-            fill &= ~transfer
-        merged.loc[fill, column] = merged.loc[fill, f"_parent_{column}"]
-    fill = has_parent & transfer & (merged["source_task"] == "")
-    merged.loc[fill, "source_task"] = merged.loc[fill, "_parent_task"]
-    return merged[frame.columns]
 
 
 def points_frame(history: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from .collect import TRANSFER, collect
 from .document import Document
 from .plots import sparsity_curves
 from .report import FACETS, mean_std, percent, series_label, task_metric_list, varying
-from .stats import KEY, metric_columns_of, summarise
+from .stats import KEY, metric_columns_of, planned_seeds, summarise
 
 CELL = ["task", "method", "branch", "source_task", "sparsity_pct", "metric"]
 SHOWN = ["level", "n", "mean", "std", "min", "max"]
@@ -37,7 +37,7 @@ def write_comparison(client, names: list[str], out_dir: str) -> str:
     parts, summaries, mains, labels, notes = [], {}, {}, [], []
     for name in names:
         collected = collect(client, name)
-        summary = summarise(collected.table(), collected.runs)
+        summary = summarise(collected.table(), planned_seeds(collected.runs))
         inside = [c for c in ("model", "schedule", "rewind_point") if c in varying(collected.runs, FACETS)]
         summary["label"] = [name + "".join(f" [{c}={row[c]}]" for c in inside) for _, row in summary.iterrows()]
         summaries[name] = summary

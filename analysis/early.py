@@ -28,7 +28,7 @@ from .document import Document
 from .errors import AnalysisError
 from .matching import find_matching
 from .report import mean_std, percent, suffix, varying
-from .stats import summarise
+from .stats import planned_seeds, summarise
 
 TICKET, BISECT = "ticket", BISECTION
 GROUP = ["task", "model", "schedule", "method", "rewind_point"]
@@ -236,7 +236,7 @@ def _matching(collected: Collected, branches: tuple[str, ...]) -> dict[tuple, di
     table = table.drop(columns=[c for c in table.columns if c.startswith(C.METRIC_MASK_DISTANCE_PREFIX)])
     if table.empty:
         return {}
-    summary = summarise(table, collected.runs)
+    summary = summarise(table, planned_seeds(collected.runs))
     found = find_matching(summary, table, collected.main_metrics())
     found = found[found["is_main"] & found["branch"].isin(branches)]
     return {tuple(row[c] for c in GROUP): row.to_dict() for _, row in found.iterrows()}

@@ -14,14 +14,14 @@ import pandas as pd
 from cluster import conventions as C
 from cluster.tracking import is_server
 
+from . import api
 from .collect import IMP, TRANSFER, Collected, collect, rows_where
 from .document import Document, Link
 from .masks import MASK_GROUP, choose_levels, load_masks, random_jaccard
-from .matching import DENSE_KEY, dense_stats, find_matching, threshold
-from .paired import paired_seeds, paired_table
+from .matching import DENSE_KEY, dense_stats, threshold
 from .plots import layer_sparsity, seed_overlaps, sparsity_curves, task_overlaps, transfer_heatmap
 from .publish import publish, sweep_run_id
-from .stats import KEY, describe, metric_columns, metric_columns_of, summarise
+from .stats import KEY, describe, metric_columns, metric_columns_of
 from .structured import structured_table
 from .tasks import task_metrics
 from .transfer import GROUP as TRANSFER_GROUP
@@ -102,12 +102,13 @@ def write_report(client, experiment: str, out_dir: str, overlap_level: int | Non
     os.makedirs(out_dir, exist_ok=True)
     collected = collect(client, experiment)
     sweep_run = sweep_run_id(client, collected.experiment_id)
-    table = collected.table()
-    main = collected.main_metrics()
-    summary = summarise(table, collected.runs)
-    matching = find_matching(summary, table, main)
-    seeds = paired_seeds(table, main)
-    paired = paired_table(table, main, seeds)
+    points = api.tidy_points(collected)
+    table = api.table_of(points)
+    main = api.main_metrics(points)
+    summary = api.summary(points)
+    matching = api.matching(points)
+    seeds = api.paired_by_seed(points)
+    paired = api.paired(points)
     transfer = transfer_table(table, main)
     structured = structured_table(collected.structured)
     tables = ["summary.csv", "matching.csv", "paired.csv", "paired_seeds.csv", "transfer.csv", "structured.csv"]
@@ -415,9 +416,8 @@ def _transfer(doc: Document, transfer: pd.DataFrame, out_dir: str) -> None:
     if transfer.empty:
         doc.text("The experiment has no transfer runs.")
         return
-    doc.text("TRANSFER(S,T): the metric on task T of the mask found on task S. TRANSFER(T,T) comes from transfer "
-             "runs with S = T where present, else from T's own IMP trajectory at the same level (column "
-             "'reference'). Difference = difference of the means; its n and std come from per-seed differences "
+    doc.text("TRANSFER(S,T): the metric on task T of the mask found on task S. TRANSFER(T,T) comes from T's own IMP "
+             "trajectories at the same level (column 'reference': none where T has none). Difference = difference of the means; its n and std come from per-seed differences "
              "over the seeds present on both sides. Full table: transfer.csv.")
     shown = varying(transfer, TRANSFER_GROUP)
     for key, rows in transfer[transfer["is_main"]].groupby(TRANSFER_GROUP, dropna=False, sort=True):

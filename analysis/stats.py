@@ -35,8 +35,8 @@ def sort_series(frame: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 
 
 def planned_seeds(runs: pd.DataFrame) -> pd.DataFrame:
-    """(series, level, seed) of every level the runs are meant to produce: levels 0..levels_planned of a trajectory,
-    the levels a branch series holds (tag `levels`; `source_level` of a transfer)."""
+    """(series, level, seed, run_id) of every level the runs are meant to produce: levels 0..levels_planned of a
+    trajectory, the levels a branch series holds (tag `levels`; `source_level` of a transfer)."""
     trajectories = runs[(runs["branch"] == IMP) & runs["levels_planned"].notna()]
     repeated = trajectories.loc[trajectories.index.repeat(trajectories["levels_planned"].astype(int) + 1)]
     repeated = repeated.assign(level=repeated.groupby(level=0).cumcount())
@@ -44,14 +44,14 @@ def planned_seeds(runs: pd.DataFrame) -> pd.DataFrame:
     levels = branches["source_level"].astype("string").where(branches["source_level"].notna(), branches["levels"])
     branches = branches.assign(level=levels.fillna("").str.split(",")).explode("level")
     branches = branches[branches["level"] != ""].astype({"level": int})
-    return pd.concat([repeated, branches])[KEY + ["seed"]].reset_index(drop=True)
+    return pd.concat([repeated, branches])[KEY + ["seed", "run_id"]].reset_index(drop=True)
 
 
-def summarise(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+def summarise(table: pd.DataFrame, planned: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, model, schedule, method, branch, source_task, rewind point, rewind, level) with the mean
-    sparsity, the number of seeds `n`, `seeds_expected` (seeds planned for the cell by the runs' tags or seen in the
-    series at any level; `partial` when n is smaller) and {metric}_{n,mean,std,min,median,max} over seeds for every
-    metric."""
+    sparsity, the number of seeds `n`, `seeds_expected` (seeds planned for the cell, `planned` as `planned_seeds`
+    gives them, or seen in the series at any level; `partial` when n is smaller) and
+    {metric}_{n,mean,std,min,median,max} over seeds for every metric."""
     metrics = metric_columns(table)
     groups = table.groupby(KEY, dropna=False, sort=False)
     out = groups.agg(sparsity=(METRIC_SPARSITY, "mean"), n=("seed", "nunique"))
@@ -61,7 +61,7 @@ def summarise(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
         out = out.join(stats)
     out = out.reset_index()
     seen = out[KEY].merge(table[SERIES + ["seed"]].drop_duplicates(), on=SERIES)
-    planned = out[KEY].merge(planned_seeds(runs), on=KEY)
+    planned = out[KEY].merge(planned[KEY + ["seed"]], on=KEY)
     expected = pd.concat([seen, planned]).drop_duplicates().groupby(KEY, dropna=False)["seed"].nunique()
     out = out.merge(expected.rename("seeds_expected").reset_index(), on=KEY, how="left")
     out["partial"] = out["n"] < out["seeds_expected"]

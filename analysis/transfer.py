@@ -1,6 +1,5 @@
 """Transfer (Chen et al. section 5): TRANSFER(S,T), the metric on task T of a mask found on task S, against
-TRANSFER(T,T), from transfer runs with S == T where the experiment has them, else T's own IMP trajectory at the same
-level and rewind point. The difference is the difference of the two means; its n and std come from the seeds present
+TRANSFER(T,T), T's own IMP trajectories at the same level and rewind point. The difference is the difference of the two means; its n and std come from the seeds present
 on both sides (per-seed differences, ddof=1)."""
 
 from __future__ import annotations
@@ -25,14 +24,11 @@ def transfer_table(table: pd.DataFrame, main_metrics: dict[str, str]) -> pd.Data
         info = dict(zip(GROUP + ["source_task", "task"], key))
         where = {c: info[c] for c in GROUP}
         target = info["task"]
-        reference = transfers[rows_where(transfers, {**where, "source_task": target, "task": target})]
-        source = TRANSFER
-        if reference.empty:
-            reference, source = imp[rows_where(imp, {**where, "task": target})], IMP
+        reference = imp[rows_where(imp, {**where, "task": target})]
         main = main_metrics.get(target, "")
         for metric in [m for m in task_metrics(target, main) if m in group.columns]:
             rows.append({**info, "sparsity": group["sparsity"].mean(), "metric": metric, "is_main": metric == main,
-                         **_compare(group, reference, metric), "self_source": source if len(reference) else ""})
+                         **_compare(group, reference, metric), "self_source": IMP if len(reference) else ""})
     out = pd.DataFrame(rows, columns=COLUMNS)
     for column in ("transfer_n", "self_n", "diff_n"):
         out[column] = out[column].astype("Int64")

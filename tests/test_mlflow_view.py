@@ -1,46 +1,36 @@
-"""The MLflow UI view of a sweep (cluster/mlflow_view.py) on a real SQLite store in the series layout."""
+"""The MLflow UI view of a sweep (cluster/mlflow_view.py) on a real SQLite store written by the sweep's own writer
+from recorded levels (the series layout)."""
 
 import json
-import time
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from cluster import conventions as cv
-from cluster import mlflow_view, tracking
+from cluster import mlflow_view
+from recorded_sweep import level_values, record, spec_text, sqlite_store
 
 ACCURACY = {"imp": [0.91, 0.90, 0.89], "random-prune": [0.91, 0.86, 0.80]}
 
 
-def log_series(client, experiment_id, task, seed, series, values):
-    from mlflow.entities import Metric
+def _accuracy(piece, level):
+    series = "imp" if piece.is_trajectory else "random-prune"
+    values = ACCURACY[series] if piece.recipe.task == "sst2" else [0.66, 0.65, 0.63]
+    return level_values("accuracy", values[level] - 0.01 * piece.recipe.seed, level)
 
-    tags = {cv.TAG_SERIES: series, cv.TAG_TASK: task, cv.TAG_SEED: str(seed), cv.TAG_REWIND: "0",
-            cv.TAG_REWIND_POINT: "0", cv.TAG_METHOD: "magnitude" if series == "imp" else "random",
-            cv.TAG_IMP_METHOD: "magnitude", cv.TAG_MAIN_METRIC: "accuracy",
-            cv.TAG_RUN_KIND: cv.RUN_KIND_TRAJECTORY if series == "imp" else cv.RUN_KIND_BRANCH}
-    run = client.create_run(experiment_id, run_name=f"{series} {task} s{seed} r0", tags=tags)
-    now = int(time.time() * 1000)
-    metrics = [Metric(key, value, now, level) for level, accuracy in enumerate(values)
-               for key, value in (("accuracy", accuracy - 0.01 * seed), (cv.METRIC_LEVEL, level),
-                                  (cv.METRIC_SPARSITY, round(0.2 * level, 6)))]
-    client.log_batch(run.info.run_id, metrics=metrics)
-    client.set_terminated(run.info.run_id, "FINISHED")
+
+def record_sweep(root, uri, tasks=("sst2",)):
+    """The sweep 'view-test' (imp and random pruning of each task, 2 seeds, levels 0-2, its sweep run), recorded."""
+    return record(root, spec_text("view-test", str(root / "storage"), tasks=tasks, seeds=(0, 1), levels=2,
+                                  branches="{kind: random-prune}" if tasks == ("sst2",) else ""), uri, _accuracy)
 
 
 @pytest.fixture
 def store(tmp_path):
     """A sweep's experiment in the series layout: imp and random-prune on sst2, 2 seeds, levels 0-2, a sweep run."""
-    uri = f"sqlite:///{tmp_path}/mlruns.db"
-    client = tracking.client(uri)
-    experiment_id = tracking.ensure_experiment(client, "view-test", uri)
-    client.set_experiment_tag(experiment_id, cv.EXPERIMENT_TAG_DESCRIPTION, "IMP vs random pruning")
-    sweep = client.create_run(experiment_id, run_name="sweep", tags={cv.TAG_RUN_KIND: cv.RUN_KIND_SWEEP})
-    client.set_terminated(sweep.info.run_id, "FINISHED")
-    for seed in (0, 1):
-        for series, values in ACCURACY.items():
-            log_series(client, experiment_id, "sst2", seed, series, values)
-    return uri, client, experiment_id
+    uri = sqlite_store(tmp_path)
+    recorded = record_sweep(tmp_path, uri)
+    return uri, recorded.client, recorded.experiment_id, tmp_path
 
 
 def view_tags(client, experiment_id):
@@ -49,7 +39,7 @@ def view_tags(client, experiment_id):
 
 
 def test_the_view_groups_runs_by_series_and_charts_the_main_metric_against_sparsity(store):
-    uri, client, experiment_id = store
+    uri, client, experiment_id, _ = store
     url = mlflow_view.comparison_url(client, uri, experiment_id, ui_url="http://127.0.0.1:5077")
 
     (tag, value), = view_tags(client, experiment_id).items()
@@ -76,7 +66,7 @@ def test_the_view_groups_runs_by_series_and_charts_the_main_metric_against_spars
 
 
 def test_the_same_runs_give_the_same_key_and_write_nothing_new(store):
-    uri, client, experiment_id = store
+    uri, client, experiment_id, _ = store
     first = mlflow_view.comparison_url(client, uri, experiment_id)
     tags = view_tags(client, experiment_id)
     assert mlflow_view.comparison_url(client, uri, experiment_id) == first
@@ -84,13 +74,12 @@ def test_the_same_runs_give_the_same_key_and_write_nothing_new(store):
 
 
 def test_a_new_task_groups_by_task_too_and_replaces_only_this_view(store):
-    uri, client, experiment_id = store
+    uri, client, experiment_id, root = store
     mlflow_view.comparison_url(client, uri, experiment_id)
     old = set(view_tags(client, experiment_id))
     user_view = mlflow_view.SHARE_TAG_PREFIX + "mine"
     client.set_experiment_tag(experiment_id, user_view, json.dumps({"name": "my view", "createdAt": 1, "state": "{}"}))
-    for seed in (0, 1):
-        log_series(client, experiment_id, "rte", seed, "imp", [0.66, 0.65, 0.63])
+    record_sweep(root, uri, tasks=("sst2", "rte"))  # the sweep grown by a task
 
     url = mlflow_view.comparison_url(client, uri, experiment_id)
 

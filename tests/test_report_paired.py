@@ -1,99 +1,61 @@
 """The report's paired comparison (IMP minus each baseline by seed, verdicts by the rule on means and per seed), its
-plots, run links, and its upload to the sweep run, on a real SQLite MLflow store with known numbers.
+plots, run links, and its upload to the sweep run, on a real SQLite MLflow store written by the sweep's own writer
+from recorded levels with known numbers.
 
-Experiment 'paired': sst2, seeds 0-2, an IMP trajectory with levels 0-2; random pruning in the series shape (one
-run per seed holding levels 1 and 2 as steps); one-shot pruning in the one-run-per-level shape, seeds 0 and 1 only;
-IMP masks at level 2; a sweep run whose `report/` already holds a file of an earlier report.
+Experiment 'paired': sst2, seeds 0-2, IMP trajectories with levels 0-2 (schedule 'remaining': 20%, 36%); random pruning
+at levels 1 and 2 (one series run per seed holding both levels as steps); one-shot pruning at level 1, seeds 0 and 1
+only; a sweep run whose `report/` already holds a file of an earlier report.
 """
 
 import os
 import statistics
-import time
 
 import pandas as pd
 import pytest
-import torch
 from scipy import stats
 
 from cluster import conventions as C
+from recorded_sweep import level_values, record, spec_text, sqlite_store
 
-MODEL = "tiny-model"
 SPARSITY = {0: 0.0, 1: 0.2, 2: 0.36}
 IMP = {0: [0.80, 0.84, 0.88], 1: [0.83, 0.80, 0.86], 2: [0.78, 0.76, 0.83]}
 RANDOM_PRUNE = {1: [0.80, 0.78, 0.84], 2: [0.70, 0.72, 0.74]}
 ONESHOT = {1: [0.81, 0.79, None]}
 DENSE_MEAN, DENSE_STD = statistics.mean(IMP[0]), statistics.stdev(IMP[0])
 STALE = "curves_mnli.png"
+BRANCHES = "{kind: random-prune, levels: [1, 2]}, {kind: oneshot, levels: [1]}"
 
 
-def _log(client, run_id, step, values):
-    from mlflow.entities import Metric
-
-    stamp = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, v, stamp, step) for k, v in values.items()])
-
-
-def _tags(kind, seed, **extra):
-    return {C.TAG_RUN_KIND: kind, C.TAG_TASK: "sst2", C.TAG_SEED: str(seed), C.TAG_METHOD: "magnitude",
-            C.TAG_REWIND: "0", C.TAG_REWIND_POINT: "0", C.TAG_SCHEDULE: "original", C.TAG_MODEL: MODEL,
-            C.TAG_MAIN_METRIC: "accuracy", **extra}
+def _values(piece, level):
+    table = {"trajectory": IMP, "random-prune": RANDOM_PRUNE, "oneshot": ONESHOT}[piece.kind]
+    value = table[level][piece.recipe.seed]
+    return None if value is None else level_values("accuracy", value, level)
 
 
-def _mask(seed):
-    from tickets.masks import Mask
+def build_store(root, name="paired", sweep=True, branches=BRANCHES, values=_values, ended=False):
+    """The experiment described in the module docstring, recorded into `root`; returns (uri, run ids by (series,
+    seed), the recorded sweep)."""
+    from analysis.publish import publish
 
-    g = torch.Generator().manual_seed(seed)
-    shapes = {"encoder.layer.0.attention.self.query.weight": (8, 8),
-              "encoder.layer.1.intermediate.dense.weight": (16, 8)}
-    return Mask({n: torch.rand(*s, generator=g) < 0.64 for n, s in shapes.items()},
-                {"level": "2", "seed": str(seed), "source_task": "sst2", "model_id": MODEL})
-
-
-def build_store(root, name="paired", artifact_location=None, sweep=True):
-    """The experiment described in the module docstring; returns (uri, run ids by (series, seed[, level]))."""
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{root / 'mlruns.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment(name, artifact_location=artifact_location or (root / "artifacts").as_uri())
-    ids = {}
-    for seed in range(3):
-        run = client.create_run(exp, tags=_tags(C.RUN_KIND_TRAJECTORY, seed, **{C.TAG_LEVELS_PLANNED: "2",
-                                                                                  C.TAG_SERIES: "imp"}))
-        ids["imp", seed] = run.info.run_id
-        for level, values in IMP.items():
-            _log(client, run.info.run_id, level, {"accuracy": values[seed], C.METRIC_SPARSITY: SPARSITY[level]})
-        if artifact_location is None:
-            path = root / "masks" / str(seed) / os.path.basename(C.mask_artifact_path(2))
-            _mask(seed).save(str(path))
-            client.log_artifact(run.info.run_id, str(path), os.path.dirname(C.mask_artifact_path(2)))
-        client.set_terminated(run.info.run_id)
-        series = client.create_run(exp, tags=_tags(C.RUN_KIND_BRANCH, seed, **{
-            C.TAG_BRANCH_KIND: "random-prune", C.TAG_SERIES: "random-prune", C.TAG_LEVELS: "1,2",
-            C.TAG_PARENT_RUN: run.info.run_id}))
-        ids["random-prune", seed] = series.info.run_id
-        for level, values in RANDOM_PRUNE.items():
-            _log(client, series.info.run_id, level, {"accuracy": values[seed], C.METRIC_SPARSITY: SPARSITY[level]})
-        client.set_terminated(series.info.run_id)
-        for level, values in ONESHOT.items():
-            if values[seed] is not None:
-                branch = client.create_run(exp, tags=_tags(C.RUN_KIND_BRANCH, seed, **{
-                    C.TAG_BRANCH_KIND: "oneshot", C.TAG_SOURCE_LEVEL: str(level), C.TAG_PARENT_RUN: run.info.run_id}))
-                ids["oneshot", seed] = branch.info.run_id
-                _log(client, branch.info.run_id, level, {"accuracy": values[seed], C.METRIC_SPARSITY: SPARSITY[level]})
-                client.set_terminated(branch.info.run_id)
+    uri = sqlite_store(root)
+    recorded = record(root, spec_text(name, str(root / "storage"), levels=2, schedule="remaining",
+                                      branches=branches), uri, values, sweep=sweep, ended=ended)
+    ids = {(kind, seed): recorded.run_id(recorded.piece(kind, "sst2", seed, level=None if kind == "trajectory" else 1))
+           for kind in ("trajectory", "random-prune") for seed in range(3)}
+    ids = {("imp" if kind == "trajectory" else kind, seed): run_id for (kind, seed), run_id in ids.items()}
+    ids.update({("oneshot", seed): recorded.run_id(recorded.piece("oneshot", "sst2", seed, level=1)) for seed in (0, 1)})
     if sweep:
-        run = client.create_run(exp, tags={C.TAG_RUN_KIND: C.RUN_KIND_SWEEP}, run_name=f"sweep {name}")
-        ids["sweep"] = run.info.run_id
-        if artifact_location is None:
-            client.log_text(run.info.run_id, "an earlier report's plot", f"{C.REPORT_ARTIFACT_DIR}/{STALE}")
-    return uri, ids
+        ids["sweep"] = recorded.sweep_run
+        stale = root / STALE
+        stale.write_text("an earlier report's plot")
+        publish(recorded.client, recorded.sweep_run, [str(stale)])
+    return uri, ids, recorded
 
 
 @pytest.fixture(scope="module")
 def paired_store(tmp_path_factory):
     root = tmp_path_factory.mktemp("paired")
-    uri, ids = build_store(root)
+    uri, ids, _ = build_store(root)
     return {"uri": uri, "ids": ids, "root": root}
 
 
@@ -221,7 +183,7 @@ def test_report_is_uploaded_to_the_sweep_run_and_stale_files_are_named(paired_re
 def test_without_a_sweep_run_the_upload_is_skipped_in_one_line(tmp_path, capsys):
     from analysis.__main__ import main
 
-    uri, _ = build_store(tmp_path, name="no_sweep", sweep=False)
+    uri, _, _ = build_store(tmp_path, name="no_sweep", sweep=False)
     out = tmp_path / "report"
     assert main(["report", "--experiment", "no_sweep", "--tracking-uri", uri, "--out", str(out), "--no-masks"]) == 0
     printed = capsys.readouterr()
@@ -230,11 +192,16 @@ def test_without_a_sweep_run_the_upload_is_skipped_in_one_line(tmp_path, capsys)
 
 
 def test_an_unwritable_artifact_store_gives_one_warning_and_the_report_on_disk(tmp_path, capsys):
+    """The sweep run's artifact folder has become a file (a broken artifact store): the upload fails."""
+    import shutil
+    from urllib.parse import urlparse
+
     from analysis.__main__ import main
 
-    blocker = tmp_path / "a_file"
-    blocker.write_text("not a folder")
-    uri, ids = build_store(tmp_path, name="read_only", artifact_location=(blocker / "artifacts").as_uri())
+    uri, ids, recorded = build_store(tmp_path, name="read_only")
+    artifacts = urlparse(recorded.client.get_run(ids["sweep"]).info.artifact_uri).path
+    shutil.rmtree(artifacts)
+    open(artifacts, "w").write("not a folder")
     out = tmp_path / "report"
     assert main(["report", "--experiment", "read_only", "--tracking-uri", uri, "--out", str(out), "--no-masks"]) == 0
     warnings = [line for line in capsys.readouterr().err.splitlines() if "mlflow.store.db" not in line]
@@ -257,7 +224,7 @@ def test_runs_link_to_the_mlflow_ui_of_a_tracking_server(paired_store, tmp_path,
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     monkeypatch.setattr(handlers, "_tracking_store",
-                        SqlAlchemyStore(paired_store["uri"], str(paired_store["root"] / "artifacts")))
+                        SqlAlchemyStore(paired_store["uri"], str(paired_store["root"] / "mlartifacts")))
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     uri = f"http://127.0.0.1:{server.server_port}"
@@ -275,20 +242,18 @@ def test_runs_link_to_the_mlflow_ui_of_a_tracking_server(paired_store, tmp_path,
 
 
 def test_a_baseline_series_missing_a_planned_level_is_flagged_incomplete(tmp_path):
-    """A random-pruning series planned for levels 1 and 2 that logged only level 1 (its trial failed after it) is
-    named incomplete with the missing level; the complete series are not."""
-    from mlflow import MlflowClient
-
+    """Random pruning planned at levels 1 and 2 whose seed-0 trial failed after level 1 (the sweep ended, its run
+    FAILED); the same spec re-run with random pruning at level 1 only finishes that series under the tags of the first
+    plan (levels 1,2): it is named incomplete with the missing level; the complete series are not."""
     from analysis.collect import collect, open_client
 
-    uri, ids = build_store(tmp_path)
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("paired").experiment_id
-    short = client.create_run(exp, tags=_tags(C.RUN_KIND_BRANCH, 3, **{
-        C.TAG_BRANCH_KIND: "random-prune", C.TAG_SERIES: "random-prune", C.TAG_LEVELS: "1,2"}))
-    _log(client, short.info.run_id, 1, {"accuracy": 0.8, C.METRIC_SPARSITY: SPARSITY[1]})
-    client.set_terminated(short.info.run_id)
-    runs = collect(open_client(uri), "paired").runs.set_index("run_id")["problem"]
-    assert runs[short.info.run_id] == "incomplete: level(s) 2 of 2 planned not logged"
-    assert all(runs[ids["random-prune", seed]] == "" for seed in range(3))
-    assert runs[ids["imp", 0]] == ""
+    def without_seed0_level2(piece, level):
+        return None if (piece.kind, piece.recipe.seed, level) == ("random-prune", 0, 2) else _values(piece, level)
+
+    uri, ids, _ = build_store(tmp_path, values=without_seed0_level2, ended=True)
+    build_store(tmp_path, branches="{kind: random-prune, levels: [1]}, {kind: oneshot, levels: [1]}")
+    runs = collect(open_client(uri), "paired").runs.set_index("run_id")
+    assert runs.loc[ids["random-prune", 0], "status"] == "FINISHED"
+    assert runs.loc[ids["random-prune", 0], "problem"] == "incomplete: level(s) 2 of 2 planned not logged"
+    assert all(runs.loc[ids["random-prune", seed], "problem"] == "" for seed in (1, 2))
+    assert runs.loc[ids["imp", 0], "problem"] == ""
