@@ -2,10 +2,11 @@
 for early-stopped trajectories one ticket run per evaluated level (or one bisection over their levels), and for
 structured tickets one search per task x seed plus one retraining per subnetwork kind.
 
+Every piece trains with the resolved recipe of the task it trains on (a transfer: its target's; Spec.training_for).
 Every piece has a content key: the trajectory's (model, data, hyperparameters, seed, rewind, code version), the
 structured search's (its recipe and search settings) or, for a branch or subnetwork, a hash of its kind, its recipe
 and the content key of the piece (level) whose mask it uses. Results live in the results store under that key, so a
-piece that finished once is never trained again.
+piece that finished once is never trained again, whichever spec planned it.
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ def build_plan(spec: Spec) -> list[Piece]:
                 if target == traj.recipe.task:
                     continue
                 source = traj.recipe
-                recipe = replace(source, task=target)
+                recipe = replace(source, task=target, train=spec.training_for(target))
                 key = branch_key("transfer", recipe, source, level, {})
                 rewind = _name_part(traj.rewind_label)
                 name = f"{source.task}-to-{target}-s{source.seed}-r{rewind}-{source.method}-L{level}"

@@ -4,6 +4,11 @@ Relative paths: `storage` and a `--data-dir`/`--storage` given on the command li
 a relative `data_dir` in the file resolves against the current folder and, when it is not there, against the parent of
 the spec's folder (the project root for the specs in `sweeps/`), so `sweeps/quickstart.yaml` finds `../shared/data`
 from the repository root or from anywhere else.
+
+URIs: `storage` and `data_dir` may name an object store (`s3://bucket/prefix`, `gs://...`, `abfs://...`, `file://...`,
+through fsspec; see cluster.storage). Storage is checked by writing a probe object; data is fetched into this node's
+cache (the content keys fingerprint it) and the trials fetch their own copy. Either failing is one line naming the
+field.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from typing import Annotated, Any, Literal
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError, create_model,
                       field_validator, model_validator)
 
+from cluster.errors import ClusterError
+from cluster.storage import ObjectStore, fetch_copy, is_uri
 from tickets.branches import (BRANCH_KINDS, DEFAULT_REINIT_SCOPE, REINIT_SCOPES, TICKET, branch_options,
                               get_branch_kind)
 from tickets.config import EarlyStopConfig, TrainConfig, TrajectoryConfig
@@ -158,6 +165,8 @@ Training = create_model(
     __doc__="The fine-tuning recipe, used unchanged at every level and by every branch (tickets.config.TrainConfig).",
     **spec_fields(TrainConfig),
 )
+RECIPES_HELP = ("per task, the training settings that replace `training:`'s for that task (its trajectories, branches, "
+                "and the transfers that train on it)")
 
 
 class Branch(Strict):
@@ -220,11 +229,27 @@ class Spec(Strict):
     pruning: Pruning | None = None
     structured: Structured | None = None
     training: Training = Field(default_factory=Training)
+    recipes: dict[TaskName, Training] = Field(default_factory=dict, description=RECIPES_HELP)
     branches: list[Branch] = Field(default_factory=list)
     transfer: list[Transfer] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
     max_failures: Annotated[int, Field(ge=0)] = 3
     storage: str = DEFAULT_STORAGE
+
+    @field_validator("recipes", mode="before")
+    @classmethod
+    def _one_recipe_per_task(cls, recipes: Any) -> Any:
+        if isinstance(recipes, dict):
+            seen: dict[str, Any] = {}
+            for given in recipes:
+                try:
+                    name = _canonical_task(given)
+                except ValueError:
+                    continue  # the key's own validation names it
+                if name in seen:
+                    raise ValueError(f"task '{name}' has two recipes (as {seen[name]!r} and {given!r})")
+                seen[name] = given
+        return recipes
 
     @model_validator(mode="after")
     def _some_work(self) -> Spec:
@@ -258,6 +283,12 @@ class Spec(Strict):
         available = ", ".join(f"{self.level_sparsity(lv):.4g}" for lv in range(1, self.last_level + 1))
         raise ValueError(f"{transfer.sparsity} is not the sparsity of a level of this schedule (levels: {available})")
 
+    def training_for(self, task: str) -> TrainConfig:
+        """The resolved recipe of `task`: `training:` with the settings its `recipes:` entry gives replaced."""
+        recipe = self.recipes.get(get_task(task).name)
+        given = {} if recipe is None else recipe.model_dump(exclude_unset=True)
+        return TrainConfig(**{**self.training.model_dump(), **given})
+
     def trajectory(self, task: str, seed: int, point: int | str, method: str) -> TrajectoryConfig:
         """The engine's TrajectoryConfig of one trajectory of this sweep; a rewind `point` given as a percentage is
         resolved by the engine from the training set it loads."""
@@ -266,7 +297,7 @@ class Spec(Strict):
             task=task, seed=seed, model=self.model, data_dir=self.data_dir, method=method, rate=self.pruning.rate,
             schedule=self.pruning.schedule, levels=self.last_level, rewind=rewind, rewind_percent=percent,
             rewind_head=self.pruning.rewind_head, include_pooler=self.pruning.include_pooler,
-            train=self.training.config(),
+            train=self.training_for(task),
             early_stop=EarlyStopConfig() if self.pruning.early_stop is None else self.pruning.early_stop.config(),
         )
 
@@ -280,7 +311,7 @@ class Spec(Strict):
     def structured_search(self, task: str, seed: int) -> SearchConfig:
         """The engine's SearchConfig of the structured search on `task` with `seed`."""
         recipe = TrajectoryConfig(task=task, seed=seed, model=self.model, data_dir=self.data_dir, levels=0,
-                                  train=self.training.config())
+                                  train=self.training_for(task))
         s = self.structured
         return SearchConfig(recipe, s.strategy, s.threshold, s.head_fraction, s.importance_samples)
 
@@ -314,7 +345,7 @@ def _first_error(exc: ValidationError, lines: dict, source: str) -> SpecError:
     errors = sorted(exc.errors(), key=lambda e: order.get(e["type"], 1))  # a typo explains the field it left missing
     error = errors[0]
     loc = tuple(error["loc"])
-    field = ".".join(str(part) for part in loc) or None
+    field = ".".join(str(part) for part in loc if part != "[key]") or None
     if error["type"] == "extra_forbidden":
         allowed = list(_model_at(loc[:-1]).model_fields)
         close = get_close_matches(str(loc[-1]), allowed, n=1)
@@ -335,7 +366,7 @@ def _first_error(exc: ValidationError, lines: dict, source: str) -> SpecError:
 def _model_at(loc: tuple) -> type[BaseModel]:
     model: type[BaseModel] = Spec
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or part not in model.model_fields:  # a list index or a mapping's key
             continue
         annotation = model.model_fields[part].annotation
         candidates = [annotation, *getattr(annotation, "__args__", ())]
@@ -348,7 +379,11 @@ def _model_at(loc: tuple) -> type[BaseModel]:
 
 def _resolve_paths(spec: Spec, path: Path, lines: dict, source: str, data_dir: str | None, storage: str | None) -> Spec:
     updates: dict[str, str] = {}
-    if data_dir is not None:
+    if data_dir is not None and is_uri(data_dir):
+        updates["data_dir"] = _fetched(data_dir, source, None, "--data-dir")
+    elif spec.data_dir is not None and data_dir is None and is_uri(spec.data_dir):
+        updates["data_dir"] = _fetched(spec.data_dir, source, line_of(lines, ("data_dir",)), "data_dir")
+    elif data_dir is not None:
         if not os.path.isdir(data_dir):
             problem = "is a file, not a folder" if os.path.exists(data_dir) else "does not exist"
             raise SpecError(source, None, "--data-dir", f"folder '{data_dir}' {problem}")
@@ -364,14 +399,27 @@ def _resolve_paths(spec: Spec, path: Path, lines: dict, source: str, data_dir: s
         updates["data_dir"] = str(found.resolve())
     chosen_storage = storage if storage is not None else spec.storage
     field, line = ("--storage", None) if storage is not None else ("storage", line_of(lines, ("storage",)))
-    if "://" in chosen_storage:
-        raise SpecError(source, line, field, "must be a folder (on a multi-node cluster: a shared file system), not a URI")
+    if is_uri(chosen_storage):
+        try:
+            ObjectStore(chosen_storage).check_writable("the results store")
+        except ClusterError as exc:
+            raise SpecError(source, line, field, str(exc)) from None
+        updates["storage"] = chosen_storage.rstrip("/")
+        return spec.model_copy(update=updates)
     updates["storage"] = os.path.abspath(os.path.expanduser(chosen_storage))
     try:
         check_writable_folder(updates["storage"], "the results store")
     except TicketsError as exc:
         raise SpecError(source, line, field, str(exc)) from None
     return spec.model_copy(update=updates)
+
+
+def _fetched(uri: str, source: str, line: int | None, field: str) -> str:
+    """This node's copy of the data at `uri` (fetched into its cache), or one line naming the field."""
+    try:
+        return fetch_copy(uri)
+    except ClusterError as exc:
+        raise SpecError(source, line, field, str(exc)) from None
 
 
 def _check(spec: Spec, lines: dict, source: str) -> None:
@@ -396,6 +444,18 @@ def _check(spec: Spec, lines: dict, source: str) -> None:
         spec.training.config().validate()
     except TicketsError as exc:
         fail(("training",), str(exc))
+    _check_recipes(spec, fail)
+
+
+def _check_recipes(spec: Spec, fail) -> None:
+    trained = {*spec.tasks, *(target for transfer in spec.transfer for target in transfer.targets)}
+    for task in spec.recipes:
+        if task not in trained:
+            fail(("recipes", task), f"task '{task}' is not trained by this sweep (in neither tasks nor targets)")
+        try:
+            spec.training_for(task).validate()
+        except TicketsError as exc:
+            fail(("recipes", task), str(exc))
 
 
 def _check_pruning(spec: Spec, fail) -> None:

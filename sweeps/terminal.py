@@ -1,4 +1,4 @@
-"""What the CLI prints: the dry-run trial table and the end-of-sweep summary."""
+"""What the CLI prints: the dry-run trial table, count and cost table, and the end-of-sweep summary."""
 
 from __future__ import annotations
 
@@ -10,15 +10,16 @@ from rich.table import Table
 
 from cluster.tracking import ui_command
 
+from .cost import Estimate
 from .plan import Piece
 from .result import SweepResult
+from .sizes import LOCAL
 from .spec import Spec
 from .store import ResultsStore
 
 
-def trial_table(spec: Spec, pieces: list[Piece]) -> Table:
-    """One row per trial with its content key and what the results store already holds."""
-    store = ResultsStore(spec.storage)
+def trial_table(spec: Spec, pieces: list[Piece], held: dict[str, int]) -> Table:
+    """One row per trial with its content key and how many of its runs the results store already holds (`held`)."""
     table = Table(title=f"sweep {spec.name}: trials", box=None, header_style="bold")
     for column in ("#", "kind", "task", "seed", "rewind", "method", "level", "sparsity", "content key", "finished"):
         table.add_column(column, no_wrap=True)
@@ -36,7 +37,7 @@ def trial_table(spec: Spec, pieces: list[Piece]) -> Table:
         else:
             level, sparsity = str(piece.level), f"{spec.level_sparsity(piece.level):.3g}"
             task = cfg.task if piece.kind != "transfer" else f"{piece.source_task}->{cfg.task}"
-        done = len(store.finished_levels(piece))
+        done = held.get(piece.key, 0)
         finished = f"{done}/{len(piece.levels)}" if done else "-"
         table.add_row(str(index), piece.kind, task, str(cfg.seed), piece.rewind_label, method, level, sparsity,
                       piece.key, finished)
@@ -50,6 +51,41 @@ def count_line(spec: Spec, pieces: list[Piece]) -> str:
     parts = ", ".join(f"{n} {kind}" for kind, n in kinds.items())
     levels = f"; levels 0-{spec.last_level} per trajectory" if spec.pruning is not None else ""
     return f"{len(pieces)} trials ({parts}); {runs} fine-tuning runs{levels}"
+
+
+def cost_table(name: str, estimate: Estimate) -> Table:
+    """Per task and in total: trials, fine-tuning runs and optimizer steps with how many the store holds, and the
+    device-hours still to run."""
+    table = Table(title=f"sweep {name}: cost on {estimate.device.name}", box=None, header_style="bold")
+    for column in ("task", "train rows", "trials", "runs", "held", "optimizer steps", "held", "device-hours to run"):
+        table.add_column(column, no_wrap=True, justify="left" if column == "task" else "right")
+    for cost in estimate.tasks:
+        rows = f"{cost.size.train_rows:,}" + ("" if cost.size.source == LOCAL else f" ({cost.size.source})")
+        table.add_row(cost.task, rows, *_cost_cells(cost.trials, cost.runs, cost.runs_held, cost.steps,
+                                                    cost.steps_held, cost.hours))
+    totals = [estimate.total(name) for name in ("trials", "runs", "runs_held", "steps", "steps_held", "hours")]
+    table.add_row("total", "", *_cost_cells(*totals), style="bold")
+    return table
+
+
+def _cost_cells(trials, runs, runs_held, steps, steps_held, hours) -> list[str]:
+    return [f"{trials:,}", f"{runs:,}", f"{runs_held:,}", f"{steps:,}", f"{steps_held:,}",
+            _hours(hours)]
+
+
+def _hours(hours: float | None) -> str:
+    return "?" if hours is None else f"{hours:,.1f}" if hours >= 1 else f"{hours:.2f}"
+
+
+def cost_lines(estimate: Estimate) -> list[str]:
+    """What the estimate rests on, one line each, after the device-hours already held (and the whole sweep's)."""
+    held, rest = estimate.total("hours_held"), estimate.total("hours")
+    lines = []
+    if held is not None and rest is not None:
+        lines.append(f"device-hours: {_hours(rest)} to run, {_hours(held)} held (results the store already has: "
+                     f"not run again), {_hours(held + rest)} for the whole sweep")
+    lines += [f"estimate: {line}" for line in estimate.basis]
+    return lines
 
 
 def results_table(result: SweepResult, limit: int = 40) -> Table | None:
@@ -72,19 +108,24 @@ def results_table(result: SweepResult, limit: int = 40) -> Table | None:
 
 
 def print_summary(console: Console, result: SweepResult) -> None:
-    """The results, where they are, how to open them, and how busy the slots were."""
+    """The results, where they are, how to open them, how many trials ran at once on how many nodes, and what a
+    stop signal left unfinished."""
     table = results_table(result)
     if table is not None:
         console.print(table)
     trained = f"{result.levels_trained} level/branch runs trained"
     if result.trials:
-        trained += f" in {result.trials} trials ({result.retries} retries) on {len(result.nodes)} node(s)"
+        lost = f", {result.node_losses} after a lost node" if result.node_losses else ""
+        trained += f" in {result.trials} trials ({result.retries} retries{lost}) on {len(result.nodes)} node(s)"
     console.print(f"\nsweep {result.name}: {len(result.complete)}/{len(result.pieces)} trials complete; {trained}; "
                   f"{result.levels_logged} levels logged to MLflow now")
-    if result.utilisation is not None:
-        console.print(f"wall {result.wall_s:.0f} s; trial slots busy {100 * result.utilisation:.0f}% "
-                      f"({result.busy_s:.0f} s busy over {result.slots} slots x {result.wall_s:.0f} s; "
-                      f"training itself {result.train_s:.0f} s)")
+    if result.mean_trials is not None:
+        console.print(f"wall {result.wall_s:.0f} s; trials at once: at most {result.peak_trials}, "
+                      f"{result.mean_trials:.1f} on average ({result.busy_s:.0f} s of trials over "
+                      f"{result.wall_s:.0f} s; training itself {result.train_s:.0f} s)")
+    if result.stopped_by:
+        console.print(f"[yellow]stopped[/] by {result.stopped_by}: finished levels are kept; the MLflow runs of "
+                      "unfinished series are KILLED")
     for name in result.failed:
         console.print(f"[red]incomplete[/]: {name} (re-run the same spec to resume it)")
     console.print(f"results: {result.storage}/results/<content key>/ (masks and metrics.json per level)")

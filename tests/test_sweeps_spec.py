@@ -1,5 +1,6 @@
 """Sweep specs: every malformed spec stops with one line naming the field and the file line; the shipped specs plan."""
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ from sweeps.cli import main
 from sweeps.errors import SpecError
 from sweeps.plan import build_plan
 from sweeps.spec import Training, load_spec
+from tickets.config import TrainConfig
 from tickets.provenance import provisional
 
 GOOD = f"""\
@@ -84,13 +86,19 @@ MALFORMED = [
     (_replace("  max_seq_length: 32", "  max_seq_len: 32"), 11, ["training.max_seq_len", "did you mean 'max_seq_length'"]),
     (GOOD + "resources:\n  gpus: 1.5\n", 21, ["resources.gpus", "whole GPUs"]),
     (GOOD + "resources:\n  cpu: 2\n", 21, ["resources.cpu", "did you mean 'cpus'"]),
-    (GOOD + "storage: s3://bucket/x\n", 20, ["storage", "not a URI"]),
+    (GOOD + "storage: s3://bucket/x\n", 20, ["storage", "cannot be reached or written"]),
     (_replace(f"data_dir: {GLUE_DIR}", "data_dir: no/such/folder"), 3, ["data_dir", "folder not found"]),
     (_replace("name: tiny", "name: my sweep!"), 1, ["name", "letters, digits"]),
     (_replace("name: tiny\n", ""), 1, ["name", "required field is missing"]),
     (_replace("seeds: [0, 1]", "seeds: [0, 1]\nseeds: [2]"), 6, ["seeds", "duplicate key (first given on line 5)"]),
     (_replace("seeds: [0, 1]", "seeds: [0, 1"), 6, ["not valid YAML"]),
     ("- just\n- a list\n", 1, ["a YAML mapping"]),
+    (GOOD + "recipes:\n  rte:\n    max_seq_len: 16\n", 22, ["recipes.rte.max_seq_len", "'max_seq_length'"]),
+    (GOOD + "recipes:\n  rte:\n    batch_size: 0\n", 22, ["recipes.rte.batch_size", "greater than 0"]),
+    (GOOD + "recipes:\n  rte:\n    precision: fp16\n", 21, ["recipes.rte", "needs the deepspeed backend"]),
+    (GOOD + "recipes:\n  rtee:\n    epochs: 2\n", 21, ["recipes.rtee", "unknown task 'rtee'"]),
+    (GOOD + "recipes:\n  cola:\n    epochs: 2\n", 21, ["recipes.cola", "not trained by this sweep"]),
+    (GOOD + "recipes:\n  rte: {epochs: 2}\n  RTE: {epochs: 3}\n", 20, ["recipes", "two recipes", "'RTE'"]),
 ]
 
 
@@ -153,6 +161,46 @@ def test_keys_change_with_the_recipe_but_not_with_levels(tmp_path):
     assert not set(base.values()) & {p.key for p in other_lr}
 
 
+RECIPE = """\
+  epochs: 2
+  batch_size: 4
+  learning_rate: 0.002
+  max_seq_length: 24
+"""
+
+
+def test_each_piece_trains_with_the_recipe_of_its_task_and_a_transfer_with_its_target_s(tmp_path):
+    text = GOOD + "recipes:\n  rte:\n" + textwrap.indent(RECIPE, "  ")
+    pieces = build_plan(load_spec(_write(tmp_path, text)))
+    by_key = {p.key: p for p in pieces}
+    sst2 = TrainConfig(max_seq_length=32, max_train_samples=64)  # training: alone
+    rte = TrainConfig(epochs=2, batch_size=4, learning_rate=0.002, max_seq_length=24, max_train_samples=64)
+    for piece in pieces:
+        assert piece.recipe.train == {"sst2": sst2, "rte": rte}[piece.recipe.task], piece.name
+    (transfer, *_) = [p for p in pieces if p.kind == "transfer"]
+    source = by_key[transfer.source_key]
+    assert (source.recipe.task, source.recipe.train) == ("sst2", sst2)  # the mask comes from sst2's own recipe
+    assert (transfer.recipe.task, transfer.recipe.train) == ("rte", rte)  # and trains on rte with rte's
+    assert all(by_key[p.source_key].recipe.train == sst2 for p in pieces if p.kind == "random-prune"
+               and p.recipe.task == "sst2")
+    before = {p.name: p.key for p in build_plan(load_spec(_write(tmp_path, GOOD, "plain.yaml")))}
+    after = {p.name: p.key for p in pieces}
+    assert all(after[name] == key for name, key in before.items() if name.startswith("sst2-") and "-to-" not in name)
+    assert all(after[name] != key for name, key in before.items() if name.startswith("rte-") or "-to-" in name)
+
+
+def test_a_task_s_recipe_and_the_same_training_section_give_the_same_content_keys(tmp_path):
+    alone = GOOD.replace("tasks: [sst2, rte]", "tasks: [rte]").split("branches:")[0]
+    alone = alone.replace("  max_seq_length: 32\n  max_train_samples: 64\n", RECIPE + "  max_train_samples: 64\n")
+    with_recipe = GOOD + "recipes:\n  rte:\n" + textwrap.indent(RECIPE, "  ")
+    keys = {p.name: p.key for p in build_plan(load_spec(_write(tmp_path, alone, "alone.yaml")))}
+    shared = {p.name: p.key for p in build_plan(load_spec(_write(tmp_path, with_recipe))) if p.name in keys}
+    assert len(keys) == 2 and shared == keys
+    unchanged = GOOD + "recipes:\n  rte:\n    max_seq_length: 32\n"  # a recipe that changes nothing
+    assert [p.key for p in build_plan(load_spec(_write(tmp_path, unchanged, "same.yaml")))] == \
+        [p.key for p in build_plan(load_spec(_write(tmp_path, GOOD, "good.yaml")))]
+
+
 def test_percent_rewinds_go_to_the_engine_which_resolves_them_from_the_data_it_loads(tmp_path):
     text = _replace("  rewind: [0]", "  rewind: [0, '50%', '0%']")
     assert "pruning.rewind.2" in str(pytest.raises(SpecError, load_spec, _write(tmp_path, text)).value)
@@ -197,17 +245,19 @@ def test_structured_spec_plans_a_search_and_subnetworks_per_task_and_seed(tmp_pa
     assert not {p.key for p in build_plan(stricter)} & {p.key for p in pieces}
 
 
-@pytest.mark.parametrize("name", ["quickstart", "chen2020_glue", "chen2020_squad", "chen2020_rewind", "chen2020_transfer",
-                                  "prasanna2020", "prasanna2020_sst2_cpu"])
-def test_shipped_specs_dry_run(name, capsys):
-    assert main([str(REPO / "sweeps" / f"{name}.yaml"), "--dry-run"]) == 0
+@pytest.mark.parametrize("name", ["quickstart", "chen2020_glue", "chen2020_squad", "chen2020_mlm", "chen2020_rewind",
+                                  "chen2020_transfer", "prasanna2020", "prasanna2020_sst2_cpu"])
+def test_shipped_specs_dry_run(name, capsys, tmp_path):
+    assert main([str(REPO / "sweeps" / f"{name}.yaml"), "--dry-run", "--storage", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    count = out.strip().splitlines()[-1]
-    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0].isdigit()]
-    rows = [row for row in rows if row[1] != "trials"]
+    (count,) = [line for line in out.splitlines() if re.match(r"\d+ trials \(", line)]
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0].isdigit() and line != count]
     assert int(count.split()[0]) == len(rows) and [int(row[0]) for row in rows] == list(range(1, len(rows) + 1))
     assert all(len(row[8]) == 16 for row in rows)
     assert "content key" in out
+    total = next(line.split() for line in out.splitlines() if line.split()[:1] == ["total"])
+    assert int(total[1]) == len(rows) and int(total[2].replace(",", "")) == int(count.split("; ")[1].split()[0])
+    assert "MFU" in out and "assumed: run bench/gpu.py to measure it" in out
 
 
 def test_shipped_spec_sizes():
@@ -222,7 +272,6 @@ def test_shipped_spec_sizes():
     assert [p.kind for p in pieces].count("trajectory") == 2 and spec.resources.gpus == 0
     spec, pieces = sizes["chen2020_glue"]
     assert len(spec.tasks) == 9 and len(spec.seeds) == 3 and spec.last_level == 9 and spec.resources.gpus >= 1
-    assert {b.kind for b in spec.branches} == {"random-prune", "random-reinit", "oneshot"}
     spec, pieces = sizes["chen2020_rewind"]
     assert len(spec.pruning.rewind) == 5 and spec.model == "bert-base-uncased"
     spec, pieces = sizes["chen2020_transfer"]
@@ -231,6 +280,35 @@ def test_shipped_spec_sizes():
     assert len(spec.tasks) == 9 and len(spec.seeds) == 5 and spec.pruning is None and spec.model == "bert-base-uncased"
     assert spec.structured.threshold == 0.9 and spec.structured.subnetworks == ["good", "random", "bad"]
     assert [p.kind for p in pieces].count("structured-search") == 45 and len(pieces) == 45 * 4
+
+
+# The paper's Table 1 recipes (epochs, batch size, learning rate, max_seq_length), with linear decay and AdamW.
+GLUE_RECIPE, SQUAD_RECIPE, MLM_RECIPE = (3, 32, 2e-5, 128), (2, 16, 3e-5, 384), (1, 16, 5e-5, 512)
+BASELINES = {"random-prune", "random-reinit", "oneshot", "standard"}
+
+
+def _table1(train: TrainConfig) -> tuple:
+    assert (train.warmup_ratio, train.weight_decay, train.precision) == (0.0, 0.0, "fp32")
+    return train.epochs, train.batch_size, train.learning_rate, train.max_seq_length
+
+
+def test_the_paper_s_specs_train_every_task_with_its_table_1_recipe_and_run_the_four_baselines():
+    planned = {}
+    for name in ("chen2020_glue", "chen2020_squad", "chen2020_mlm", "chen2020_transfer", "chen2020_rewind"):
+        spec = load_spec(str(REPO / "sweeps" / f"{name}.yaml"))
+        with provisional():  # offline: the Hub data and bert-base-uncased cannot be resolved
+            planned[name] = spec, build_plan(spec)
+        expected = {"squad": SQUAD_RECIPE, "mlm": MLM_RECIPE}
+        assert all(_table1(p.recipe.train) == expected.get(p.recipe.task, GLUE_RECIPE) for p in planned[name][1]), name
+        if name in ("chen2020_glue", "chen2020_squad", "chen2020_mlm"):
+            assert {b.kind for b in spec.branches} == BASELINES and all(b.levels is None for b in spec.branches)
+            assert spec.level_sparsity(spec.last_level) == pytest.approx(0.9) and spec.model == "bert-base-uncased"
+    assert planned["chen2020_mlm"][0].tasks == ["mlm"]
+    imp = {p.key for name in ("chen2020_glue", "chen2020_squad", "chen2020_mlm") for p in planned[name][1]}
+    transfer_trajectories = {p.key for p in planned["chen2020_transfer"][1] if p.is_trajectory}
+    assert len(transfer_trajectories) == 33 and transfer_trajectories <= imp  # the same results as the IMP specs'
+    rewind_zero = {p.key for p in planned["chen2020_rewind"][1] if p.rewind_label == "0"}
+    assert len(rewind_zero) == 27 and rewind_zero <= imp
 
 
 def test_cli_user_error_is_one_line_exit_2(tmp_path):

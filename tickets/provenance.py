@@ -80,17 +80,26 @@ def _revision(repo_id: str, repo_type: str) -> str:
         return UNRESOLVED
 
 
-@lru_cache(maxsize=None)
 def _hub_revision(repo_id: str, repo_type: str) -> str:
+    revision, problem = _hub_lookup(repo_id, repo_type)
+    if problem is not None:
+        raise TicketsError(problem)
+    return revision
+
+
+@lru_cache(maxsize=None)
+def _hub_lookup(repo_id: str, repo_type: str) -> tuple[str | None, str | None]:
+    """The Hub revision of a repo, or why it cannot be had; a failure is remembered too, so an unreachable Hub is asked
+    once per process, not once per planned piece."""
     try:
         from huggingface_hub import is_offline_mode, resolve_revision
 
-        return resolve_revision(repo_id, repo_type=repo_type, local_files_only=is_offline_mode()).resolved
+        return resolve_revision(repo_id, repo_type=repo_type, local_files_only=is_offline_mode()).resolved, None
     except Exception as exc:  # not found, gated, unreachable and uncached: the fix is the same
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         fix = "pass a local folder" if repo_type == "model" else "pass --data-dir with a local copy"
-        raise TicketsError(f"cannot resolve the revision of {repo_type} '{repo_id}' on the Hugging Face Hub: {reason}; "
-                           f"{fix}") from exc
+        return None, (f"cannot resolve the revision of {repo_type} '{repo_id}' on the Hugging Face Hub: {reason}; "
+                      f"{fix}")
 
 
 def _weight_files(folder: Path) -> list[str]:
