@@ -1,23 +1,17 @@
-"""bench/gpu.py --device cpu --tiny: every section of the GPU benchmark runs, on tiny models, in seconds."""
+"""bench/gpu.py --device cpu --tiny: every section of the GPU benchmark runs, on tiny models, in seconds (the run is
+the session fixture `bench_gpu_tiny`, shared by every test that reads its JSON)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-
-from conftest import REPO
 
 pytest.importorskip("deepspeed")
 pytest.importorskip("ray")
 
 
-def test_gpu_benchmark_tiny_cpu_mode_writes_its_json_and_ends_with_the_headline(tmp_path):
-    out = tmp_path / "gpu.json"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run([sys.executable, "bench/gpu.py", "--device", "cpu", "--tiny", "--out", str(out)],
-                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+@pytest.mark.slow
+def test_gpu_benchmark_tiny_cpu_mode_writes_its_json_and_ends_with_the_headline(bench_gpu_tiny):
+    proc, out = bench_gpu_tiny
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
     assert lines[-1].startswith("headline: ") and "masks exact" in lines[-1] and "FAILED" not in lines[-1], lines[-1]

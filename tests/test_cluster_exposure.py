@@ -1,5 +1,6 @@
-"""What listens where: on one machine every port of `cluster up` and of the local Ray of `python -m sweeps` is on
-loopback; a networked head without token authentication is refused."""
+"""What listens where: on one machine every port of the local Ray of `python -m sweeps` is on loopback; a networked
+head without token authentication is refused. (Every port of `cluster up` on one machine:
+tests/test_cluster_services.py, with a job run on it; of its PostgreSQL server: tests/test_cluster_postgres.py.)"""
 
 import ipaddress
 import json
@@ -78,28 +79,6 @@ def run_probe(tmp_path, roots: list[int], env: dict[str, str]) -> list[list]:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("LISTENING "))
     return json.loads(line[len("LISTENING "):])
-
-
-def test_single_machine_cluster_up_listens_on_loopback_only(tmp_path):
-    """Promise: after `cluster up` without a multi-node option, with a driver attached and workers running, no
-    process it started (GCS, raylet, workers, agents, dashboard, MLflow) nor the driver listens beyond loopback."""
-    state = str(tmp_path / "state")
-    ports = [free_port() for _ in range(3)]
-    up = subprocess.run([sys.executable, "-m", "cluster", "up", "--state-dir", state, "--port", str(ports[0]),
-                         "--dashboard-port", str(ports[1]), "--mlflow-port", str(ports[2]), "--num-cpus", "2"],
-                        cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert up.returncode == 0, up.stderr
-    services = read_state(state)
-    try:
-        found = run_probe(tmp_path, [services.ray_pgid, services.mlflow_pgid],
-                          {"RAY_ADDRESS": services.ray_address, "RAY_AUTH_MODE": services.auth_mode})
-    finally:
-        down = subprocess.run([sys.executable, "-m", "cluster", "down", "--state-dir", state], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=300)
-    assert down.returncode == 0, down.stderr
-    names = {name for _, _, name in found}
-    assert {port for _, port, _ in found} >= set(ports) and {"gcs_server", "raylet"} <= names
-    assert [entry for entry in found if not on_loopback(entry[0])] == []
 
 
 def test_the_local_ray_of_a_sweep_listens_on_loopback_only(tmp_path):

@@ -21,8 +21,9 @@ from test_faults import assert_mlflow_holds_the_store_once
 from test_sweeps_run import tiny_spec_text
 from tickets.masks import Mask
 
-pytestmark = pytest.mark.skipif(postgres.server_binaries() is None,
-                                reason="the PostgreSQL server binaries (initdb, postgres) are not installed")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(postgres.server_binaries() is None,
+                                 reason="the PostgreSQL server binaries (initdb, postgres) are not installed")]
 NAME = "pg"
 
 

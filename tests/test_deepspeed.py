@@ -5,10 +5,7 @@ TORCH_EXTENSIONS_DIR (default ~/.cache/torch_extensions).
 """
 
 import dataclasses
-import json
 import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -30,7 +27,7 @@ from tickets.tasks import get_task  # noqa: E402
 from tickets.training import fine_tune, masked_pairs  # noqa: E402
 from tickets.weights import load_weights  # noqa: E402
 
-from conftest import GLUE_DIR, REPO  # noqa: E402
+from conftest import GLUE_DIR  # noqa: E402
 
 DIST_ENV = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK")
 PARTITIONED = {"zero_optimization": {"stage3_param_persistence_threshold": 0}}  # ZeRO-3 keeps no full copies
@@ -218,19 +215,6 @@ def test_invalid_json_file_and_fp16_on_cpu(tmp_path):
             TrainConfig(backend="auto", precision="fp16").validate()  # auto means torch here
 
 
-def test_cli_deepspeed_flags_reach_the_recipe_and_fail_in_one_line(tmp_path):
-    config = tmp_path / "ds.json"
-    config.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
-    args = ["imp", "--task", "sst2", "--data-dir", str(GLUE_DIR), "--model", "tiny-random-bert", "--backend",
-            "deepspeed", "--deepspeed-config", str(config), "--grad-accum", "5", "--out", str(tmp_path / "o")]
-    proc = subprocess.run([sys.executable, "-m", "tickets", *args], capture_output=True, text=True, cwd=REPO,
-                          timeout=300)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines == ["error: DeepSpeed grad_accum 5 does not divide the batch_size 16"]
-    assert not (tmp_path / "o").exists()
-
-
 def _concurrent_trial(name: str, barrier: str, glue_dir: str) -> dict:
     """One short DeepSpeed fine-tune that holds its process group until the other trial holds one too."""
     model, params, keep = masked_model(0.5)
@@ -255,17 +239,13 @@ def _concurrent_trial(name: str, barrier: str, glue_dir: str) -> dict:
     return {"port": port, "together": together, "pruned_nonzero": pruned, "env_after": os.environ.get("MASTER_PORT")}
 
 
-def test_two_deepspeed_trials_at_once_in_local_ray(tmp_path):
-    ray = pytest.importorskip("ray")
+def test_two_deepspeed_trials_at_once_in_local_ray(local_ray, tmp_path):
+    import ray
+
     barrier = tmp_path / "barrier"
     barrier.mkdir()
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO / "tests")}})
-    try:
-        trial = ray.remote(num_cpus=1)(_concurrent_trial)
-        results = ray.get([trial.remote(name, str(barrier), str(GLUE_DIR)) for name in ("a", "b")], timeout=600)
-    finally:
-        ray.shutdown()
+    trial = ray.remote(num_cpus=1)(_concurrent_trial)
+    results = ray.get([trial.remote(name, str(barrier), str(GLUE_DIR)) for name in ("a", "b")], timeout=600)
     assert all(r["together"] for r in results), results
     assert results[0]["port"] != results[1]["port"]
     assert [r["pruned_nonzero"] for r in results] == [0, 0]

@@ -20,23 +20,23 @@ import time
 
 import psutil
 import pytest
-import ray
 from ray.tune import Callback
 from rich.console import Console
 
 from cluster import conventions as cv
 from cluster import postgres, tracking
-from cluster.ray_session import single_machine
 from cluster.services import free_port, start_mlflow_server
 from conftest import REPO
+from sweeps.cli import main as sweeps_main
 from sweeps.plan import build_plan
 from sweeps.runner import run_sweep
 from sweeps.spec import load_spec
 from sweeps.store import ResultsStore
 from test_sweeps_run import tiny_spec_text
 
-pytestmark = pytest.mark.skipif(postgres.server_binaries() is None,
-                                reason="the PostgreSQL server binaries (initdb, postgres) are not installed")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(postgres.server_binaries() is None,
+                                 reason="the PostgreSQL server binaries (initdb, postgres) are not installed")]
 
 
 class TrackingStack:
@@ -191,14 +191,16 @@ def _wait_for(condition, driver: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
-def test_kill_9_of_the_driver_then_the_same_command_trains_only_what_was_unfinished(stack, tmp_path):
+def test_kill_9_of_the_driver_then_the_same_command_trains_only_what_was_unfinished(local_ray, stack, tmp_path,
+                                                                                   capsys):
     """Promise: after kill -9 of `python -m sweeps` mid-sweep (a branch finished, the trajectory mid-level), the
     same command again trains only the levels unfinished at the kill (no finished level or branch again), reuses
     every MLflow run the crash left (none duplicated) and leaves none RUNNING.
 
-    To land the kill there on any machine, the trajectory's worker is slowed from the end of its level 0 until the
-    branch finishes (stopped 1 s, let run 0.2 s, in turn: short enough for Ray's keepalive watchdog, which fails a
-    trial whose worker stays stopped); then the driver's process group and its local Ray get kill -9."""
+    To land the kill there on any machine, the trajectory's worker is slowed from the end of its level 1 (which
+    releases the branch) until the branch finishes (stopped 1 s, let run 0.2 s, in turn: short enough for Ray's
+    keepalive watchdog, which fails a trial whose worker stays stopped); then the driver's process group and its local
+    Ray get kill -9. The same command then runs in this process (its `main`, on the session's local Ray)."""
     spec_path = tmp_path / "driver.yaml"
     spec_path.write_text(tiny_spec_text("driver", str(tmp_path / "storage"), levels=4, train=512,
                                         branches="{kind: random-prune, levels: [1]}"))
@@ -213,6 +215,7 @@ def test_kill_9_of_the_driver_then_the_same_command_trains_only_what_was_unfinis
                                       stderr=subprocess.STDOUT, start_new_session=True)
             _wait_for(lambda: store.level_metrics(trajectory, 0) is not None, driver)
             (worker,) = _trial_workers(driver)  # the branch cannot start before level 1: this is the trajectory's
+            _wait_for(lambda: store.level_metrics(trajectory, 1) is not None, driver)
             with _slowed(worker):
                 _wait_for(lambda: store.is_complete(branch), driver)
             _kill_9_driver(driver)
@@ -220,12 +223,17 @@ def test_kill_9_of_the_driver_then_the_same_command_trains_only_what_was_unfinis
         before = started_at(spec)
         crashed_runs = runs_by_key(stack.uri, spec.name)
         unfinished = sum(len(p.levels) for p in (trajectory, branch)) - len(before)
-        again = subprocess.run(_sweep_command(str(spec_path), stack.uri), cwd=REPO, env=env, capture_output=True,
-                               text=True, timeout=600)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    trained = int(re.search(r"(\d+) level/branch runs trained", again.stdout).group(1))
+    capsys.readouterr()
+    terminate = signal.getsignal(signal.SIGTERM)
+    try:
+        code = sweeps_main([str(spec_path), "--tracking-uri", stack.uri])
+    finally:
+        signal.signal(signal.SIGTERM, terminate)  # the command's own handler stays with the command
+    again = capsys.readouterr()
+    assert code == 0, again.out[-3000:] + again.err[-3000:]
+    trained = int(re.search(r"(\d+) level/branch runs trained", again.out).group(1))
     assert trained == unfinished > 0
     after = started_at(spec)
     assert {key: after[key] for key in before} == before and len(after) == len(before) + unfinished
@@ -234,29 +242,17 @@ def test_kill_9_of_the_driver_then_the_same_command_trains_only_what_was_unfinis
     assert {k: v for k, v in runs_by_key(stack.uri, spec.name).items() if k in crashed_runs} == crashed_runs
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray (2 CPUs, loopback only) for the in-process sweeps below, in its own short temp folder."""
-    temp = tempfile.mkdtemp(prefix="rf", dir="/tmp")
-    old = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = temp
-    with single_machine():
-        ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-    os.environ.pop("RAY_TMPDIR") if old is None else os.environ.__setitem__("RAY_TMPDIR", old)
-    shutil.rmtree(temp, ignore_errors=True)
-
-
 class AtTrajectoryLevels(Callback):
-    """Runs `actions[level]` (once each) in the driver when the trajectory reports that level, trained."""
+    """Runs `actions[level]` (once each) in the driver when the trajectory reports that level, trained; counts the
+    trials that failed."""
 
     def __init__(self, actions: dict):
         self.actions = dict(actions)
         self.done = []
+        self.errors = 0
 
     def __getstate__(self) -> dict:
-        return {"actions": {}, "done": []}  # Tune pickles callbacks with its state; the servers are this process's
+        return {"actions": {}, "done": [], "errors": 0}  # Tune pickles callbacks; the servers are this process's
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         level = result.get("level")
@@ -264,34 +260,55 @@ class AtTrajectoryLevels(Callback):
             self.actions.pop(level)()
             self.done.append(level)
 
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.errors += 1
 
-def _outage_sweep(stack, tmp_path, name: str, kill, restart):
-    """A sweep (trajectory levels 0-2, random pruning at level 2) during which `kill` runs once level 0 is reported
-    and `restart` once level 1 is: the outage spans the logging of level 1. Returns the spec and the result."""
+
+def _outage_spec(tmp_path, name: str):
+    """A sweep (trajectory levels 0-2, random pruning at level 2) whose levels train slowly enough to be reported
+    one by one."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(tiny_spec_text(name, str(tmp_path / "storage"), train=256,
                                    branches="{kind: random-prune, levels: [2]}"))
-    spec = load_spec(str(path))
-    outage = AtTrajectoryLevels({0: kill, 1: restart})
-    result = run_sweep(spec, stack.uri, Console(quiet=True), callbacks=[outage])
-    assert outage.done == [0, 1]
-    return spec, result
+    return load_spec(str(path))
 
 
-def test_kill_9_of_the_tracking_server_mid_sweep_then_restart_loses_and_repeats_nothing(local_ray, stack, tmp_path):
-    """Promise: with the MLflow server killed -9 mid-sweep and restarted a little later, the sweep completes without
-    training any level twice, and every level's metrics and mask end up in MLflow exactly once."""
-    spec, result = _outage_sweep(stack, tmp_path, "server_outage", stack.kill_mlflow, stack.start_mlflow)
-    assert result.ok and result.retries == 0 and result.levels_trained == 4
+def test_kill_9_of_the_tracking_server_mid_sweep_loses_and_repeats_nothing(local_ray, stack, tmp_path):
+    """Promise: with the MLflow server killed -9 once level 0 is reported and still down when the sweep ends, every
+    level still trains (no trial fails) and the sweep ends with one error saying the results are safe and to re-run
+    the same spec; once the server is back, that re-run trains nothing and logs every level's metrics and mask
+    exactly once, every run FINISHED. (A tracking store back while the sweep still runs: the PostgreSQL test below.)"""
+    from cluster.errors import ClusterError
+
+    spec = _outage_spec(tmp_path, "server_outage")
+    outage = AtTrajectoryLevels({0: stack.kill_mlflow})
+    try:
+        with pytest.raises(ClusterError, match="they are safe in .*re-run the same spec to log them"):
+            run_sweep(spec, stack.uri, Console(quiet=True), callbacks=[outage])
+    finally:
+        if stack.mlflow.poll() is not None:
+            stack.start_mlflow()
+    assert outage.done == [0] and outage.errors == 0
+    store = ResultsStore(spec.storage)
+    assert all(store.is_complete(piece) for piece in build_plan(spec))
+    before = started_at(spec)
+    assert len(before) == 4
+    again = run_sweep(spec, stack.uri, Console(quiet=True))
+    assert again.ok and again.trials == 0 and again.levels_trained == 0 and again.levels_logged >= 2
+    assert started_at(spec) == before
     runs = assert_mlflow_holds_the_store_once(stack.uri, spec)
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
 def test_kill_9_of_postgres_mid_sweep_then_restart_loses_and_repeats_nothing(local_ray, stack, tmp_path):
-    """Promise: with PostgreSQL (every process of it) killed -9 mid-sweep under a running MLflow server and
-    restarted a little later, the sweep completes without training any level twice, and every level's metrics and
-    mask end up in MLflow exactly once."""
-    spec, result = _outage_sweep(stack, tmp_path, "database_outage", stack.kill_postgres, stack.start_postgres)
+    """Promise: with PostgreSQL (every process of it) killed -9 once level 0 is reported, under a running MLflow
+    server, and restarted once level 1 is (the outage spans the logging of level 1), the sweep completes by itself
+    without a failed trial or any level trained twice, and every level's metrics and mask end up in MLflow exactly
+    once."""
+    spec = _outage_spec(tmp_path, "database_outage")
+    outage = AtTrajectoryLevels({0: stack.kill_postgres, 1: stack.start_postgres})
+    result = run_sweep(spec, stack.uri, Console(quiet=True), callbacks=[outage])
+    assert outage.done == [0, 1]
     assert result.ok and result.retries == 0 and result.levels_trained == 4
     runs = assert_mlflow_holds_the_store_once(stack.uri, spec)
     assert {r.info.status for r in runs} == {"FINISHED"}

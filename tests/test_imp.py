@@ -3,11 +3,13 @@
 import dataclasses
 import json
 import os
+import shutil
 
 import pytest
 import torch
 
 import tickets.session
+from conftest import record_fine_tuning
 from tickets.branches import BranchConfig, run_branch
 from tickets.errors import TicketsError
 from tickets.imp import finished_levels, level_dir, run_trajectory
@@ -18,28 +20,22 @@ from tickets.weights import load_weights
 
 @pytest.fixture
 def spy_fine_tune(monkeypatch):
-    """Record, for every fine-tuning call, the weights it started from and the masked parameters it ended with."""
-    calls = []
-    original = tickets.session.fine_tune
+    """The fine-tuning calls of this test (`record_fine_tuning`)."""
+    return record_fine_tuning(monkeypatch)
 
-    def wrapper(model, data, cfg, masked, seed, *args, **kwargs):
-        start = {n: p.detach().clone() for n, p in model.named_parameters()}
-        result = original(model, data, cfg, masked, seed, *args, **kwargs)
-        calls.append({"start": start, "masked": [(p.detach().clone(), k.clone()) for p, k in masked],
-                      "end": {n: p.detach().clone() for n, p in model.named_parameters()}})
-        return result
 
-    monkeypatch.setattr(tickets.session, "fine_tune", wrapper)
-    return calls
+@pytest.fixture(scope="module")
+def trajectory(tiny_trajectory):
+    """The folder of the session's tiny trajectory (tests only read it; what they train goes to their tmp_path)."""
+    return tiny_trajectory[0]
 
 
 def _masks(out):
     return [Mask.load(os.path.join(level_dir(out, lv), "mask.safetensors")) for lv in finished_levels(out)]
 
 
-def test_trajectory_levels_sparsity_and_exact_zeros(tmp_path, tiny_recipe, spy_fine_tune):
-    out = str(tmp_path / "traj")
-    results = run_trajectory(tiny_recipe, out, progress=False)
+def test_trajectory_levels_sparsity_and_exact_zeros(tiny_trajectory):
+    out, results, spy_fine_tune = tiny_trajectory
     assert [r.level for r in results] == [0, 1, 2]
     total = 2 * (4 * 64 * 64 + 2 * 64 * 128)
     assert [r.metrics["sparsity"] for r in results] == [round(s * total) / total for s in (0.0, 0.2, 0.4)]
@@ -87,10 +83,8 @@ def test_no_rewind_head_keeps_the_trained_head(tmp_path, tiny_recipe, spy_fine_t
     assert torch.equal(spy_fine_tune[1]["start"]["classifier.weight"], spy_fine_tune[0]["start"]["classifier.weight"])
 
 
-def test_resume_after_crash_equals_uninterrupted(tmp_path, tiny_recipe):
-    straight = str(tmp_path / "straight")
-    run_trajectory(tiny_recipe, straight, progress=False)
-
+def test_resume_after_crash_equals_uninterrupted(tmp_path, tiny_recipe, trajectory):
+    straight = trajectory  # the same recipe, trained without interruption
     class Crash(Exception):
         pass
 
@@ -112,23 +106,16 @@ def test_resume_after_crash_equals_uninterrupted(tmp_path, tiny_recipe):
     assert all(r.reused for r in again)
 
 
-def test_other_settings_in_same_folder_are_refused(tmp_path, tiny_recipe):
+def test_other_settings_in_same_folder_are_refused(tmp_path, tiny_recipe, trajectory):
     out = str(tmp_path / "traj")
-    run_trajectory(dataclasses.replace(tiny_recipe, levels=0), out, progress=False)
+    shutil.copytree(trajectory, out)
     with pytest.raises(TicketsError, match="seed differ"):
-        run_trajectory(dataclasses.replace(tiny_recipe, seed=1, levels=0), out, progress=False)
+        run_trajectory(dataclasses.replace(tiny_recipe, seed=1), out, progress=False)
 
 
 def test_rewind_past_end_of_training_is_refused(tmp_path, tiny_recipe):
     with pytest.raises(TicketsError, match="rewind 500 is past the end"):
         run_trajectory(dataclasses.replace(tiny_recipe, rewind=500, levels=0), str(tmp_path / "t"), progress=False)
-
-
-@pytest.fixture
-def trajectory(tmp_path_factory, tiny_recipe):
-    out = str(tmp_path_factory.mktemp("branch_source") / "traj")
-    run_trajectory(dataclasses.replace(tiny_recipe, levels=2), out, progress=False)
-    return out
 
 
 @pytest.mark.parametrize("kind", ["random-prune", "random-reinit", "oneshot", "oneshot-finetuned"])

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -41,15 +42,21 @@ def dev():
     return read_squad_json(DEV)
 
 
-@pytest.fixture
-def squad_dir(tmp_path):
-    """A SQuAD folder whose train file holds dev articles 1-2 and whose dev file holds article 0 (real questions)."""
+def write_squad_dir(root: Path) -> Path:
+    """A SQuAD folder under `root` whose train file holds dev articles 1-2 and whose dev file holds article 0 (real
+    questions); returns its data folder."""
     articles = json.loads(DEV.read_text(encoding="utf-8"))["data"]
-    folder = tmp_path / "data" / "squad" / "v1.1"
+    folder = root / "data" / "squad" / "v1.1"
     folder.mkdir(parents=True)
     (folder / "train-v1.1.json").write_text(json.dumps({"version": "1.1", "data": articles[1:3]}), encoding="utf-8")
     (folder / "dev-v1.1.json").write_text(json.dumps({"version": "1.1", "data": articles[:1]}), encoding="utf-8")
-    return tmp_path / "data"
+    return root / "data"
+
+
+@pytest.fixture
+def squad_dir(tmp_path):
+    """The SQuAD folder of `write_squad_dir`, this test's own."""
+    return write_squad_dir(tmp_path)
 
 
 # --- metrics ----------------------------------------------------------------------------------------------------
@@ -179,17 +186,30 @@ def test_the_span_head_is_fresh_and_seeded():
     assert not torch.equal(a.qa_outputs.weight, b.qa_outputs.weight)
 
 
-@pytest.fixture
-def squad_recipe(squad_dir):
+def squad_config(data_dir: Path) -> TrajectoryConfig:
+    """A tiny SQuAD trajectory recipe (levels 0-1) on the folder `data_dir`."""
     train = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-3, max_seq_length=96, max_train_samples=32,
                         max_eval_samples=24)
-    return TrajectoryConfig(task="squad", model="tiny-random-bert", data_dir=str(squad_dir), rate=0.2, levels=1,
+    return TrajectoryConfig(task="squad", model="tiny-random-bert", data_dir=str(data_dir), rate=0.2, levels=1,
                             train=train)
 
 
-def test_imp_on_squad_prunes_and_reports_em_and_f1(tmp_path, squad_recipe):
-    out = str(tmp_path / "squad")
-    results = run_trajectory(squad_recipe, out, progress=False)
+@pytest.fixture
+def squad_recipe(squad_dir):
+    return squad_config(squad_dir)
+
+
+@pytest.fixture(scope="module")
+def squad_trajectory(tmp_path_factory):
+    """The tiny SQuAD trajectory, trained once for the module: (its recipe, its folder, its level results)."""
+    root = tmp_path_factory.mktemp("squad")
+    recipe = squad_config(write_squad_dir(root))
+    out = str(root / "trajectory")
+    return recipe, out, run_trajectory(recipe, out, progress=False)
+
+
+def test_imp_on_squad_prunes_and_reports_em_and_f1(squad_trajectory):
+    squad_recipe, out, results = squad_trajectory
     assert [r.level for r in results] == [0, 1]
     for result in results:
         metrics = result.metrics
@@ -199,10 +219,9 @@ def test_imp_on_squad_prunes_and_reports_em_and_f1(tmp_path, squad_recipe):
     assert run_trajectory(squad_recipe, out, progress=False)[1].reused
 
 
-def test_transfer_between_glue_and_squad_uses_a_fresh_head(tmp_path, tiny_recipe, squad_recipe):
-    sst2, squad = str(tmp_path / "sst2"), str(tmp_path / "squad")
-    run_trajectory(tiny_recipe.with_levels(1), sst2, progress=False)
-    run_trajectory(squad_recipe, squad, progress=False)
+def test_transfer_between_glue_and_squad_uses_a_fresh_head(tmp_path, tiny_recipe, squad_recipe, squad_trajectory,
+                                                          tiny_trajectory):
+    sst2, squad = tiny_trajectory[0], squad_trajectory[1]
     to_squad = run_branch(BranchConfig("transfer", squad_recipe, os.path.join(level_dir(sst2, 1), "mask.safetensors")),
                           str(tmp_path / "to_squad"), progress=False)
     to_sst2 = run_branch(BranchConfig("transfer", tiny_recipe, os.path.join(level_dir(squad, 1), "mask.safetensors")),

@@ -2,15 +2,12 @@
 
 import json
 import os
-import shutil
 import signal
-import tempfile
 import threading
 import time
 
 import pandas as pd
 import pytest
-import ray
 from ray.tune import Callback
 from rich.console import Console
 
@@ -55,19 +52,6 @@ def load_tiny(tmp_path, **kwargs):
     return load_spec(str(path))
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    """One local Ray (2 CPUs, no dashboard) for this module, in its own short temp folder."""
-    temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
-    old = os.environ.get("RAY_TMPDIR")
-    os.environ["RAY_TMPDIR"] = temp
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
-    os.environ.pop("RAY_TMPDIR") if old is None else os.environ.__setitem__("RAY_TMPDIR", old)
-    shutil.rmtree(temp, ignore_errors=True)
-
-
 def _started(store: ResultsStore, pieces) -> dict:
     return {(p.key, lv): store.level_metrics(p, lv)["started_at"] for p in pieces for lv in store.finished_levels(p)}
 
@@ -98,25 +82,27 @@ class StatusProbe(Callback):
 
 
 @pytest.fixture(scope="module")
-def four_trials(local_ray, tmp_path_factory):
-    """A finished 4-trial sweep: one trajectory (levels 0-2), random pruning at levels 1 and 2, transfer to RTE."""
-    tmp = tmp_path_factory.mktemp("four")
-    spec = load_tiny(tmp, name="four", branches="{kind: random-prune, levels: [1, 2]}",
+def seven_trials(local_ray, tmp_path_factory):
+    """A finished 7-trial sweep: one trajectory (levels 0-2), random pruning at levels 1 and 2, the standard-pruning
+    chain, random reinitialisation at level 2 of the prunable weights and of the whole encoder, transfer to RTE."""
+    tmp = tmp_path_factory.mktemp("seven")
+    spec = load_tiny(tmp, name="seven", branches="{kind: random-prune, levels: [1, 2]}, {kind: standard, levels: all}, "
+                     "{kind: random-reinit, levels: [2]}, {kind: random-reinit, levels: [2], reinit_scope: encoder}",
                      transfer="{sources: [sst2], targets: [rte], sparsity: 0.4}")
     uri = f"sqlite:///{tmp}/mlruns.db"
-    probe = StatusProbe(uri, "four")
+    probe = StatusProbe(uri, "seven")
     result = run_sweep(spec, uri, Console(quiet=True), callbacks=[probe])
     return spec, uri, result, probe
 
 
-def test_four_trial_sweep_logs_one_run_per_series_with_its_levels_as_steps(four_trials, tmp_path):
+def test_a_sweep_logs_one_run_per_series_with_its_levels_as_steps(seven_trials, tmp_path):
     """IMP, the random-pruning baseline and the transfer are one run each, levels as steps at the schedule's
     sparsity, with tags that are true for the run and names whose distinguishing part comes first."""
-    spec, uri, result, _ = four_trials
-    assert result.ok and len(result.pieces) == 4 and result.trials == 4 and result.levels_trained == 6
+    spec, uri, result, _ = seven_trials
+    assert result.ok and len(result.pieces) == 7 and result.trials == 7 and result.levels_trained == 3 + 2 + 2 + 2 + 1
     client = tracking.client(uri)
-    runs = series_runs(client, "four")
-    assert set(runs) == {series_key(p) for p in result.pieces} and len(runs) == 3
+    runs = series_runs(client, "seven")
+    assert set(runs) == {series_key(p) for p in result.pieces} and len(runs) == 6
     traj = next(p for p in result.pieces if p.is_trajectory)
     run = runs[traj.key]
     tags = run.data.tags
@@ -165,14 +151,14 @@ def test_four_trial_sweep_logs_one_run_per_series_with_its_levels_as_steps(four_
     assert [m.step for m in client.get_metric_history(transfer.info.run_id, cv.METRIC_SPARSITY)] == [2]
 
 
-def test_runs_start_and_end_with_their_own_training_and_are_running_while_they_train(four_trials):
+def test_runs_start_and_end_with_their_own_training_and_are_running_while_they_train(seven_trials):
     """A run's start and end bracket its own levels' training, not the whole sweep; while a trial reports a level
     its run is RUNNING; at the end every run is FINISHED."""
-    spec, uri, result, probe = four_trials
+    spec, uri, result, probe = seven_trials
     store = ResultsStore(spec.storage)
     client = tracking.client(uri)
-    runs = series_runs(client, "four")
-    sweep = next(r for r in all_runs(client, "four") if r.data.tags.get(cv.TAG_RUN_KIND) == cv.RUN_KIND_SWEEP)
+    runs = series_runs(client, "seven")
+    sweep = next(r for r in all_runs(client, "seven") if r.data.tags.get(cv.TAG_RUN_KIND) == cv.RUN_KIND_SWEEP)
     for series in group_series(result.pieces):
         run = runs[series.key].info
         levels = [store.level_metrics(p, lv) for p in series.pieces for lv in p.levels]
@@ -185,40 +171,41 @@ def test_runs_start_and_end_with_their_own_training_and_are_running_while_they_t
     for piece in result.pieces:
         if not piece.is_trajectory:  # a baseline's run starts when its own training can, not with the sweep
             assert runs[series_key(piece)].info.start_time >= first_level_done - 1
-    assert len(probe.seen) == 6 and {status for _, _, status in probe.seen} == {"RUNNING"}
+    assert len(probe.seen) == 10 and {status for _, _, status in probe.seen} == {"RUNNING"}
 
 
-def test_the_sweep_has_its_own_run_with_spec_and_plan_and_the_experiment_says_what_it_is(four_trials, tmp_path):
-    spec, uri, result, _ = four_trials
+def test_the_sweep_has_its_own_run_with_spec_and_plan_and_the_experiment_says_what_it_is(seven_trials, tmp_path):
+    spec, uri, result, _ = seven_trials
     client = tracking.client(uri)
-    experiment = client.get_experiment_by_name("four")
+    experiment = client.get_experiment_by_name("seven")
     assert experiment.tags[cv.EXPERIMENT_TAG_LAYOUT] == cv.LAYOUT_VERSION
     description = experiment.tags[cv.EXPERIMENT_TAG_DESCRIPTION]
-    assert "**Sweep `four`**" in description and "random-prune" in description and "4 trials" in description
-    sweeps = [r for r in all_runs(client, "four") if r.data.tags.get(cv.TAG_RUN_KIND) == cv.RUN_KIND_SWEEP]
-    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED" and sweeps[0].info.run_name == "sweep four"
+    assert "**Sweep `seven`**" in description and "random-prune" in description and "7 trials" in description
+    sweeps = [r for r in all_runs(client, "seven") if r.data.tags.get(cv.TAG_RUN_KIND) == cv.RUN_KIND_SWEEP]
+    assert len(sweeps) == 1 and sweeps[0].info.status == "FINISHED" and sweeps[0].info.run_name == "sweep seven"
     run_id = sweeps[0].info.run_id
     spec_file = client.download_artifacts(run_id, cv.SPEC_ARTIFACT, str(tmp_path))
-    assert load_spec(spec_file).name == "four"
+    assert load_spec(spec_file).name == "seven"
     plan = pd.read_csv(client.download_artifacts(run_id, cv.PLAN_ARTIFACT, str(tmp_path)))
-    assert len(plan) == 6 and set(plan["series"]) == {"imp", "random-prune", "transfer:sst2->rte"}
+    assert len(plan) == 10 and set(plan["series"]) == {"imp", "random-prune", "standard", "random-reinit",
+                                                       "random-reinit:encoder", "transfer:sst2->rte"}
     assert set(plan["content_key"]) == {p.key for p in result.pieces}
 
 
-def test_the_sweep_ends_with_the_url_of_its_comparison_view_and_its_report_command(four_trials):
+def test_the_sweep_ends_with_the_url_of_its_comparison_view_and_its_report_command(seven_trials):
     """The last lines name the saved view 'IMP vs baselines by sparsity' of this experiment (for `mlflow ui` on
     127.0.0.1:5000) and the exact report command."""
     from cluster.mlflow_view import opened_state
 
-    spec, uri, result, _ = four_trials
-    experiment_id = tracking.client(uri).get_experiment_by_name("four").experiment_id
+    spec, uri, result, _ = seven_trials
+    experiment_id = tracking.client(uri).get_experiment_by_name("seven").experiment_id
     assert result.view_url.startswith(f"http://127.0.0.1:5000/#/experiments/{experiment_id}/runs?viewStateShareKey=")
     assert opened_state(tracking.client(uri), experiment_id, result.view_url)  # the view the URL names exists
     console = Console(record=True, width=60)
     print_summary(console, result)
     lines = console.export_text().splitlines()
     assert lines[-2].endswith(result.view_url)
-    assert lines[-1] == f"report: python -m analysis report --experiment four --tracking-uri {uri} --out reports/four"
+    assert lines[-1] == f"report: python -m analysis report --experiment seven --tracking-uri {uri} --out reports/seven"
 
 
 def test_an_experiment_of_the_older_layout_is_refused_before_anything_runs(tmp_path):
@@ -235,11 +222,11 @@ def test_an_experiment_of_the_older_layout_is_refused_before_anything_runs(tmp_p
     assert len(client.search_runs([experiment_id])) == 1 and not os.path.exists(os.path.join(spec.storage, "results"))
 
 
-def test_a_runs_content_key_tag_is_its_series_key_and_level_files_name_their_trial(four_trials):
+def test_a_runs_content_key_tag_is_its_series_key_and_level_files_name_their_trial(seven_trials):
     """Each series run has one key; every level file names its trial's key as run_key beside its own content key."""
-    spec, uri, result, _ = four_trials
+    spec, uri, result, _ = seven_trials
     store = ResultsStore(spec.storage)
-    keys = set(series_runs(tracking.client(uri), "four"))
+    keys = set(series_runs(tracking.client(uri), "seven"))
     for piece in result.pieces:
         assert series_key(piece) in keys
         for level in piece.levels:
@@ -249,18 +236,13 @@ def test_a_runs_content_key_tag_is_its_series_key_and_level_files_name_their_tri
                 assert metrics["content_key"] == piece.recipe.content_key(level)
 
 
-def test_standard_chain_and_scoped_reinit_branches_in_a_sweep(local_ray, tmp_path):
-    """Standard pruning runs as one chain run with its levels as steps; random-reinit runs carry their scope; a
-    re-run trains nothing."""
-    spec = load_tiny(tmp_path, name="chain", branches="{kind: standard, levels: all}, "
-                     "{kind: random-reinit, levels: [2]}, {kind: random-reinit, levels: [2], reinit_scope: encoder}")
-    uri = f"sqlite:///{tmp_path}/mlruns.db"
-    result = run_sweep(spec, uri, Console(quiet=True))
-    assert result.ok and sorted(p.kind for p in result.pieces) == ["random-reinit", "random-reinit", "standard",
-                                                                    "trajectory"]
-    assert result.levels_trained == 3 + 2 + 2
+def test_standard_chain_and_scoped_reinit_branches_in_a_sweep(seven_trials):
+    """Standard pruning runs as one chain run with its levels as steps; random-reinit runs carry their scope."""
+    spec, uri, result, _ = seven_trials
+    assert sorted(p.kind for p in result.pieces) == ["random-prune", "random-prune", "random-reinit", "random-reinit",
+                                                     "standard", "trajectory", "transfer"]
     client = tracking.client(uri)
-    runs = series_runs(client, "chain")
+    runs = series_runs(client, "seven")
     chain = next(p for p in result.pieces if p.kind == "standard")
     history = client.get_metric_history(runs[chain.key].info.run_id, cv.METRIC_SPARSITY)
     assert [(m.step, round(m.value, 3)) for m in sorted(history, key=lambda m: m.step)] == [(1, 0.2), (2, 0.4)]
@@ -270,31 +252,28 @@ def test_standard_chain_and_scoped_reinit_branches_in_a_sweep(local_ray, tmp_pat
     assert runs[chain.key].data.tags[cv.TAG_SERIES] == "standard"
     store = ResultsStore(spec.storage)
     assert store.level_metrics(chain, 2)["run_key"] == chain.key
-    again = run_sweep(spec, uri, Console(quiet=True))
-    assert again.ok and again.trials == 0 and again.levels_trained == 0
-    assert len(all_runs(client, "chain")) == 4 + 1  # four series and the sweep's run
 
 
-def test_second_run_trains_nothing_and_adds_no_runs(four_trials):
-    spec, uri, first, _ = four_trials
+def test_second_run_trains_nothing_and_adds_no_runs(seven_trials):
+    spec, uri, first, _ = seven_trials
     store = ResultsStore(spec.storage)
     before = _started(store, first.pieces)
     again = run_sweep(spec, uri, Console(quiet=True))
     assert again.ok and again.trials == 0 and again.levels_trained == 0 and again.levels_logged == 0
     assert _started(store, first.pieces) == before
-    runs = all_runs(tracking.client(uri), "four")
-    assert len(runs) == 3 + 1 and {r.info.status for r in runs} == {"FINISHED"}
+    runs = all_runs(tracking.client(uri), "seven")
+    assert len(runs) == 6 + 1 and {r.info.status for r in runs} == {"FINISHED"}
 
 
-def test_a_lost_tracking_store_is_refilled_from_the_results_store(four_trials, tmp_path):
+def test_a_lost_tracking_store_is_refilled_from_the_results_store(seven_trials, tmp_path):
     """A fresh MLflow store gets every series run, its levels and the times its levels recorded, training nothing."""
-    spec, _, first, _ = four_trials
+    spec, _, first, _ = seven_trials
     uri = f"sqlite:///{tmp_path}/fresh.db"
     again = run_sweep(spec, uri, Console(quiet=True))
     assert again.ok and again.trials == 0 and again.levels_trained == 0
     client = tracking.client(uri)
-    runs = series_runs(client, "four")
-    assert len(all_runs(client, "four")) == 3 + 1 and {r.info.status for r in runs.values()} == {"FINISHED"}
+    runs = series_runs(client, "seven")
+    assert len(all_runs(client, "seven")) == 6 + 1 and {r.info.status for r in runs.values()} == {"FINISHED"}
     store = ResultsStore(spec.storage)
     for series in group_series(first.pieces):
         levels = [store.level_metrics(p, lv) for p in series.pieces for lv in p.levels]
@@ -327,6 +306,7 @@ class KillWorkerMidLevel(Callback):
         os.kill(self.killed["pid"], signal.SIGKILL)
 
 
+@pytest.mark.slow  # a fault, end to end (a worker killed, its trial retried), like tests/test_faults.py
 def test_kill_9_of_a_worker_mid_level_recomputes_no_finished_level(local_ray, tmp_path):
     spec = load_tiny(tmp_path, name="killed", train=1024)
     store = ResultsStore(spec.storage)
