@@ -177,7 +177,7 @@ def run_once(label: str, nodes: int | None, slots: int, args: argparse.Namespace
             run.end_to_end_s = time.time() - started
         if not result.ok or len(clock.ended) != args.trials:
             raise SystemExit(f"{label}: the sweep did not finish cleanly (failed: {result.failed})")
-        run.record(result.slots, result.wall_s, clock)
+        run.record((nodes or 1) * slots, result.wall_s, clock)  # the cluster's one-CPU trial capacity
     finally:
         ray.shutdown()
         if cluster is not None:

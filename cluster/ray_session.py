@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
-import os
 import ipaddress
+import os
+import signal
+import threading
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Iterator
@@ -40,6 +41,19 @@ def ray_session(project_root: str | None = None) -> Iterator[RaySession]:
     if ray.is_initialized():
         yield RaySession("existing", None)
         return
+    with _caller_sigterm_handler():
+        mode, context = _start_or_attach(project_root)
+    try:
+        url = context.dashboard_url
+        yield RaySession(mode, f"http://{url}" if url and "://" not in url else url)
+    finally:
+        ray.shutdown()
+
+
+def _start_or_attach(project_root: str | None):
+    """Attach to RAY_ADDRESS's cluster or start a local Ray; returns the mode and Ray's context."""
+    import ray
+
     address = os.environ.get("RAY_ADDRESS")
     if address:
         in_job = JOB_ENV in os.environ
@@ -54,11 +68,23 @@ def ray_session(project_root: str | None = None) -> Iterator[RaySession]:
         with single_machine():
             context = ray.init(address="local", include_dashboard=True, dashboard_host="127.0.0.1")
         mode = "local"
+    return mode, context
+
+
+@contextmanager
+def _caller_sigterm_handler() -> Iterator[None]:
+    """Keep this process's SIGTERM handler: ray.init replaces it with one that exits at once (code 1), which would
+    leave the caller no chance to stop cleanly (`ray job stop` sends SIGTERM); Ray's processes are shut down when
+    the session ends either way."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGTERM)
     try:
-        url = context.dashboard_url
-        yield RaySession(mode, f"http://{url}" if url and "://" not in url else url)
+        yield
     finally:
-        ray.shutdown()
+        if handler is not None:  # None: a handler installed outside Python, which Python cannot put back
+            signal.signal(signal.SIGTERM, handler)
 
 
 def on_loopback(address: str) -> bool:
@@ -90,15 +116,12 @@ def single_machine() -> Iterator[None]:
             os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
 
 
-def trial_slots(cpus: float, gpus: float) -> int:
-    """How many trials asking `cpus` CPUs and `gpus` GPUs the connected cluster can run at once."""
+def fits_one_trial(cpus: float, gpus: float) -> bool:
+    """True when some live node of the connected cluster has `cpus` CPUs and `gpus` GPUs (one trial's bundle)."""
     import ray
 
-    total = ray.cluster_resources()
-    slots = math.floor(total.get("CPU", 0) / cpus + 1e-9)
-    if gpus > 0:
-        slots = min(slots, math.floor(total.get("GPU", 0) / gpus + 1e-9))
-    return slots
+    return any(node["Resources"].get("CPU", 0) + 1e-9 >= cpus and node["Resources"].get("GPU", 0) + 1e-9 >= gpus
+               for node in ray.nodes() if node.get("Alive"))
 
 
 def describe_resources() -> str:

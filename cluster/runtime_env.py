@@ -22,7 +22,10 @@ EXCLUDES = [
     "*.tmp", ".ipynb_checkpoints",
 ]
 _LOG = logging.getLogger(__name__)
-ENV_VARS = {"MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0"}
+# RAY_JOB_STOP_WAIT_TIME_S: how long `ray job stop` waits after SIGTERM before it kills the driver (Ray's default is
+# 3 s); the sweep needs longer to stop its trials and mark its MLflow runs KILLED.
+ENV_VARS = {"MLFLOW_DISABLE_TELEMETRY": "true", "TOKENIZERS_PARALLELISM": "false", "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_JOB_STOP_WAIT_TIME_S": "60"}
 
 
 def upload_limit() -> int:

@@ -4,10 +4,10 @@ Runs are found by their content-key tag (the series key), so a re-run never crea
 A run is created when its first trial gets a slot (or, for a series finished before this MLflow store knew it, from
 the times its levels recorded), so its start and end bracket its own training. The driver owns every run's status:
 RUNNING while a trial of the series runs, SCHEDULED while it waits for its next level, FINISHED once every level is
-on disk, FAILED when the sweep ended without it. Workers only log levels. A level counts as logged once its
-`sparsity` metric is there (logged last), so logging can be re-attempted at any time: the trial logs each level as it
-finishes, and the driver logs whatever a trial could not (a tracking server that was down) when the trial ends and
-at the end of every sweep, from the results on disk.
+on disk, FAILED when the sweep ended without it, KILLED when a stop signal (Ctrl-C, `ray job stop`) ended it.
+Workers only log levels. A level counts as logged once its `sparsity` metric is there (logged last), so logging can be
+re-attempted at any time: the trial logs each level as it finishes, and the driver logs whatever a trial could not (a
+tracking server that was down) when the trial ends and at the end of every sweep, from the results on disk.
 """
 
 from __future__ import annotations
@@ -199,8 +199,9 @@ class SweepRuns:
         return logged
 
     def open(self, piece: Piece) -> str | None:
-        """The run id `piece`'s trial logs to, its series' run created now if new and marked RUNNING (None when the
-        tracking store fails: the trial then trains without logging, and the driver logs its levels later)."""
+        """The run id `piece`'s trial logs to, its series' run created now (SCHEDULED) if new; it turns RUNNING when
+        the trial gets its resources (`started`). None when the tracking store fails: the trial then trains without
+        logging, and the driver logs its levels later."""
         series = self.series[series_key(piece)]
         self.live[series.key] += 1
         return self._guard(self._open, series)
@@ -216,11 +217,12 @@ class SweepRuns:
         (or FAILED when it failed) once no other trial of the series runs."""
         series = self.series[series_key(piece)]
         self.live[series.key] = max(0, self.live[series.key] - 1)
-        self._guard(self._close, series, failed)
+        self._guard(self._close, series, piece, failed)
 
-    def reconcile(self, ended: bool) -> int:
-        """Log every finished level not yet in MLflow; with `ended`, mark every run FINISHED or FAILED. Returns
-        levels logged; raises what the tracking store raised."""
+    def reconcile(self, ended: bool, unfinished: str = "FAILED") -> int:
+        """Log every finished level not yet in MLflow; with `ended`, mark every run FINISHED or, when incomplete,
+        `unfinished` (FAILED; KILLED when the sweep was stopped). Returns levels logged; raises what the tracking
+        store raised."""
         logged = 0
         for series in self.series.values():
             if series.key not in self.run_ids:
@@ -228,19 +230,18 @@ class SweepRuns:
                     continue
                 self._create(series, status="SCHEDULED")
             logged += self._log_finished(series)
-            self._settle_status(series, ended)
+            self._settle_status(series, ended, unfinished)
         return logged
 
     def _open(self, series: Series) -> str:
         if series.key not in self.run_ids:
-            return self._create(series, status="RUNNING", start_s=time.time())
-        self.client.update_run(self.run_ids[series.key], status="RUNNING")
+            return self._create(series, status="SCHEDULED", start_s=time.time())
         return self.run_ids[series.key]
 
-    def _close(self, series: Series, failed: bool) -> None:
+    def _close(self, series: Series, piece: Piece, failed: bool) -> None:
         if series.key not in self.run_ids:
             return
-        self._log_finished(series)
+        self._log_finished(series, [piece])  # the series' other pieces may be training: their trials log them
         if self._complete(series):
             self._terminate(series, "FINISHED", time.time())
         elif not self.live[series.key]:
@@ -263,27 +264,30 @@ class SweepRuns:
         self.run_ids[series.key] = run_id
         return run_id
 
-    def _settle_status(self, series: Series, ended: bool) -> None:
+    def _settle_status(self, series: Series, ended: bool, unfinished: str = "FAILED") -> None:
         run = self.client.get_run(self.run_ids[series.key])
         if self._complete(series):
             if run.info.status != "FINISHED":
                 end = max(m["finished_at"] for m in self._finished_metrics(series))
                 self._terminate(series, "FINISHED", end)
         elif ended:
-            self._terminate(series, "FAILED", time.time())
+            self._terminate(series, unfinished, time.time())
         elif run.info.status == "RUNNING":
             self.client.update_run(run.info.run_id, status="SCHEDULED")
 
     def _terminate(self, series: Series, status: str, end_s: float) -> None:
         self.client.set_terminated(self.run_ids[series.key], status, end_time=int(end_s * 1000))
 
-    def _log_finished(self, series: Series) -> int:
+    def _log_finished(self, series: Series, pieces: list[Piece] | None = None) -> int:
+        """Log the series' finished levels (of its `pieces` only, when given) that its run lacks. The run's logged
+        levels are read once, before any `result_dir`, which on an object store downloads the level's files."""
         run_id = self.run_ids[series.key]
+        logged = tracking.logged_steps(self.client, run_id, cv.METRIC_SPARSITY)
         return sum(log_result(self.client, run_id, piece, level, self.store.result_dir(piece, level))
-                   for piece in series.pieces for level in self.store.finished_levels(piece))
+                   for piece, level in self._finished_levels(series, pieces) if level not in logged)
 
-    def _finished_levels(self, series: Series) -> list[tuple[Piece, int]]:
-        return [(piece, level) for piece in series.pieces for level in self.store.finished_levels(piece)]
+    def _finished_levels(self, series: Series, pieces: list[Piece] | None = None) -> list[tuple[Piece, int]]:
+        return [(piece, level) for piece in pieces or series.pieces for level in self.store.finished_levels(piece)]
 
     def _finished_metrics(self, series: Series) -> list[dict]:
         return [self.store.level_metrics(piece, level) for piece, level in self._finished_levels(series)]

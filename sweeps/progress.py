@@ -1,4 +1,4 @@
-"""A Tune callback that prints one line per finished level and measures how busy the trial slots were."""
+"""A Tune callback that prints one line per finished level and measures what ran: trials at once, nodes, busy time."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from rich.console import Console
 
 
 class SweepProgress(Callback):
-    """Prints finished levels; sums the time trials held a slot and the time spent training levels."""
+    """Prints finished levels; counts the most trials running at once and the nodes that trained, sums the time
+    trials held their resources and the time spent training levels."""
 
     def __init__(self, console: Console):
         self.console = console
@@ -19,6 +20,7 @@ class SweepProgress(Callback):
         self.train_s = 0.0
         self.levels_trained = 0
         self.nodes: set[str] = set()
+        self.peak_trials = 0
         self._open: dict[str, float] = {}
 
     def __getstate__(self) -> dict:
@@ -38,6 +40,7 @@ class SweepProgress(Callback):
         if trial.trial_id not in self._open:
             self._open[trial.trial_id] = time.time()
         self.trial_ids.add(trial.trial_id)
+        self.peak_trials = max(self.peak_trials, len(self._open))
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         """A level finished: print it."""
@@ -69,6 +72,11 @@ class SweepProgress(Callback):
         """A trial failed for good."""
         self._close(trial)
         self.console.print(f"[red]failed[/] {trial.config['piece']['name']}: {trial.error_file or 'see the Ray logs'}")
+
+    def on_experiment_end(self, trials, **info) -> None:
+        """The Tune run ended: trials a stop signal ended are busy until now."""
+        for trial in trials:
+            self._close(trial)
 
     def _close(self, trial) -> None:
         started = self._open.pop(trial.trial_id, None)

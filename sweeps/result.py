@@ -9,7 +9,8 @@ from .plan import Piece
 
 @dataclass
 class SweepResult:
-    """What a sweep did: pieces complete and failed, levels trained, how busy the trial slots were."""
+    """What a sweep did: pieces complete and failed, levels trained, how many trials ran at once on how many nodes,
+    and whether a signal stopped it."""
 
     name: str
     storage: str
@@ -21,12 +22,15 @@ class SweepResult:
     trials: int = 0
     levels_trained: int = 0
     levels_logged: int = 0
-    slots: int = 0
+    peak_trials: int = 0
     wall_s: float = 0.0
     busy_s: float = 0.0
     train_s: float = 0.0
     nodes: set[str] = field(default_factory=set)
     retries: int = 0
+    node_losses: int = 0
+    stopped_by: str | None = None
+    exit_code: int = 0
     view_url: str = ""
 
     @property
@@ -35,7 +39,7 @@ class SweepResult:
         return not self.failed
 
     @property
-    def utilisation(self) -> float | None:
-        """Busy trial time over slots x wall time of the Tune run (None when nothing ran)."""
-        capacity = self.slots * self.wall_s
-        return self.busy_s / capacity if capacity > 0 else None
+    def mean_trials(self) -> float | None:
+        """Trials running at once on average over the Tune run: busy trial time over wall time (None when nothing
+        ran)."""
+        return self.busy_s / self.wall_s if self.wall_s > 0 else None

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 from rich.console import Console
 
 from cluster import tracking
 from cluster.errors import ClusterError
 from cluster.mlflow_view import comparison_url
-from cluster.ray_session import describe_resources, ray_session, trial_slots
+from cluster.ray_session import describe_resources, fits_one_trial, ray_session
 
 from .errors import SweepError
 from .plan import Piece, build_plan
@@ -19,8 +22,13 @@ from .scheduler import PieceScheduler
 from .spec import Spec
 from .store import ResultsStore
 from .mlflow_runs import SweepRuns, check_layout, run_status_callback
+from .node_loss import NodeLossPolicy
+from .stopping import stop_on_signals
 from .sweep_run import close_sweep_run, open_sweep_run
 from .trial import run_piece, trial_config
+
+PENDING_TRIALS_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+PENDING_TRIALS = 200  # Ray Tune's own minimum of pending trials for fast autoscaling (its default for basic variants)
 
 
 def run_sweep(spec: Spec, tracking_uri: str, console: Console | None = None, project_root: str | None = None,
@@ -42,8 +50,9 @@ def run_sweep(spec: Spec, tracking_uri: str, console: Console | None = None, pro
     result.complete = [p.name for p in plan if store.is_complete(p)]
     result.failed = [p.name for p in plan if p.name not in set(result.complete)]
     try:
-        result.levels_logged = runs.logged_at_start + runs.reconcile(ended=True)
-        close_sweep_run(runs.client, sweep_run_id, complete=result.ok)
+        unfinished = "KILLED" if result.stopped_by else "FAILED"
+        result.levels_logged = runs.logged_at_start + runs.reconcile(ended=True, unfinished=unfinished)
+        close_sweep_run(runs.client, sweep_run_id, complete=result.ok, stopped=bool(result.stopped_by))
         result.view_url = comparison_url(runs.client, tracking_uri, runs.experiment_id)
     except Exception as exc:  # noqa: BLE001 - the results are safe on disk; say how to finish logging them
         raise ClusterError(f"could not log results to MLflow at {tracking_uri} ({type(exc).__name__}: {exc}); "
@@ -77,50 +86,77 @@ def _open_runs(spec: Spec, plan: list[Piece], store: ResultsStore, tracking_uri:
 
 def _run_tune(spec: Spec, pending: list[Piece], store: ResultsStore, runs: SweepRuns, console: Console,
               project_root: str | None, callbacks: list, result: SweepResult) -> None:
+    """Run the pending pieces on Tune. Tune starts a trial whenever the cluster has the resources free (its pending
+    trials are what the Ray autoscaler scales on); `resources.max_concurrent`, when set, caps the trials at once."""
     from ray import tune
     from ray.tune.search import ConcurrencyLimiter
 
-    with ray_session(project_root) as session:
-        slots = trial_slots(spec.resources.cpus, spec.resources.gpus)
-        want = f"{spec.resources.cpus:g} CPUs and {spec.resources.gpus:g} GPUs per trial"
-        if slots == 0:
+    with ray_session(project_root) as session, stop_on_signals() as stop:
+        cap = spec.resources.max_concurrent
+        want = f"{spec.resources.cpus:g} CPUs and {spec.resources.gpus:g} GPUs"
+        if not fits_one_trial(spec.resources.cpus, spec.resources.gpus):
             if session.mode in ("local", "existing"):
-                raise SweepError(f"the spec asks {want} but this Ray has {describe_resources()}; "
+                raise SweepError(f"the spec asks {want} per trial but no node of this Ray has that "
+                                 f"({describe_resources()}); "
                                  "lower resources in the spec or attach to a bigger cluster (RAY_ADDRESS)")
-            console.print(f"[yellow]warning[/]: the cluster has {describe_resources()}, too little for {want}; "
+            console.print(f"[yellow]warning[/]: no node of the cluster has {want} now ({describe_resources()}); "
                           "trials wait until the autoscaler adds nodes")
-        slots = max(1, min(slots, spec.resources.max_concurrent or slots))
         dashboard = f", dashboard {session.dashboard_url}" if session.dashboard_url else ""
-        console.print(f"Ray ({session.mode}): {describe_resources()}, {slots} trial slots of {want}{dashboard}")
+        limit = f", at most {cap} at once (resources.max_concurrent)" if cap else ""
+        console.print(f"Ray ({session.mode}): {describe_resources()} now; a trial starts whenever {want} are "
+                      f"free{limit}{dashboard}")
         ready = {(p.source_key, p.level) for p in pending if not p.is_root and store.source_ready(p)}
         uri = result.tracking_uri
         scheduler = PieceScheduler(pending, ready, lambda piece: trial_config(piece, store, uri, runs.open(piece)))
         progress = SweepProgress(console)
+        node_loss = NodeLossPolicy(console)
         trainable = tune.with_resources(run_piece, {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus})
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
-                search_alg=ConcurrencyLimiter(scheduler, max_concurrent=slots), num_samples=len(pending),
-                trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname, reuse_actors=True,
+                search_alg=ConcurrencyLimiter(scheduler, max_concurrent=cap) if cap else scheduler,
+                num_samples=len(pending), trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname,
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.ray_storage,
+                storage_filesystem=store.ray_filesystem, stop=stop,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                callbacks=[progress, run_status_callback(runs, {p.key: p for p in pending}), *callbacks], verbose=0,
+                callbacks=[progress, node_loss, run_status_callback(runs, {p.key: p for p in pending}), *callbacks],
+                verbose=0,
             ),
         )
         started = time.time()
-        tuner.fit()
+        with pending_trials(PENDING_TRIALS):
+            tuner.fit()
         result.wall_s = time.time() - started
-    result.slots = slots
+    result.stopped_by = stop.signal_name
+    result.exit_code = stop.exit_code
+    result.peak_trials = progress.peak_trials
     result.trials = progress.trials
     result.busy_s = progress.busy_s
     result.train_s = progress.train_s
     result.levels_trained = progress.levels_trained
     result.nodes = progress.nodes
     result.retries = progress.retries
+    result.node_losses = node_loss.node_losses
     for piece in scheduler.blocked:
         console.print(f"[red]skipped[/] {piece.name}: its source level never finished")
+
+
+@contextmanager
+def pending_trials(limit: int) -> Iterator[None]:
+    """While inside, Tune keeps up to `limit` ready trials waiting for resources (Tune's own default for a custom
+    search algorithm is one, so an autoscaler would add one node at a time); TUNE_MAX_PENDING_TRIALS_PG, when the
+    user set it, wins."""
+    if PENDING_TRIALS_ENV in os.environ:
+        yield
+        return
+    os.environ[PENDING_TRIALS_ENV] = str(limit)
+    try:
+        yield
+    finally:
+        os.environ.pop(PENDING_TRIALS_ENV, None)
 
 
 def _trial_name(trial) -> str:

@@ -1,11 +1,13 @@
 """Feeding pieces to Ray Tune as their inputs appear: a Tune Searcher that knows the sweep's dependencies.
 
 Tune's usual trial list is fixed when the experiment starts. Here the searcher hands Tune the next ready piece each
-time a trial slot frees up: trajectories and structured searches first (they are the critical path and unblock
+time Tune asks for one: trajectories and structured searches first (they are the critical path and unblock
 everything else), then every branch, transfer or subnetwork run whose source has finished, in the order they
-finished. Tune asks again whenever a slot is free (the ConcurrencyLimiter around it sets how many trials may run),
-so a branch starts as soon as its mask exists, not after the whole sweep, and all pieces get Tune's retries,
-checkpoints and resource scheduling.
+finished. Tune asks whenever it has room for another pending trial; a trial starts when the cluster has its resources
+free, and its pending trials are what the Ray autoscaler scales on (a ConcurrencyLimiter around the searcher caps
+the trials at once only when the spec sets `resources.max_concurrent`). A piece waiting for a level is never
+suggested, so no trial holds resources while it waits: a branch starts as soon as its mask exists, not after the
+whole sweep, and all pieces get Tune's retries, checkpoints and resource scheduling.
 """
 
 from __future__ import annotations

@@ -80,7 +80,9 @@ def open_sweep_run(client, experiment_id: str, spec: Spec, spec_text: str, plan:
     return run_id
 
 
-def close_sweep_run(client, run_id: str, complete: bool) -> None:
-    """End the sweep's run: FINISHED when every trial is complete, else FAILED."""
-    client.set_terminated(run_id, "FINISHED" if complete else "FAILED", end_time=int(time.time() * 1000))
+def close_sweep_run(client, run_id: str, complete: bool, stopped: bool = False) -> None:
+    """End the sweep's run: FINISHED when every trial is complete, else KILLED when a stop signal ended the sweep,
+    else FAILED."""
+    status = "FINISHED" if complete else "KILLED" if stopped else "FAILED"
+    client.set_terminated(run_id, status, end_time=int(time.time() * 1000))
 

@@ -6,6 +6,11 @@ logged to MLflow from the worker into its series' run (whose status the driver k
 retried trial (FailureConfig) re-enters the engine, which skips the levels already finished on disk and resumes at the
 first unfinished one. A trial trains on the GPU Ray assigned it (several trials may share one: fractional `gpus`), or
 on the CPU when it was assigned none, and frees that device's cached memory when it ends (workers are reused).
+
+Before training, a trial checks that its node reads the data the driver planned with (fetching it into the node cache
+when `data_dir` is a URI). With an object store as `storage`, the engine runs in the node's cache: the trial fetches
+what its piece reads (`ResultsStore.stage`) and uploads each level as it finishes, `metrics.json` last
+(`ResultsStore.publish`), before reporting it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 
 import torch
 
@@ -26,6 +32,7 @@ from tickets.standard import run_standard
 from tickets.structured.runs import SearchConfig, run_retrain, run_search
 from tickets.usage import METER
 
+from .data_source import check_data, data_plan, local_recipe
 from .plan import BISECT, STRUCTURED_SEARCH, Piece
 from .store import ResultsStore
 from .mlflow_runs import TrialRecorder
@@ -36,7 +43,7 @@ CHECKPOINT_SKIP = (TRAINED_WEIGHTS,)
 def trial_config(piece: Piece, store: ResultsStore, tracking_uri: str, run_id: str | None) -> dict:
     """The Tune config of the trial that runs `piece`, logging to MLflow run `run_id` (None: the driver logs it)."""
     return {"piece": piece.to_dict(), "storage": store.storage, "storage_id": store.mark(),
-            "tracking_uri": tracking_uri, "run_id": run_id}
+            "data": data_plan(piece.recipe), "tracking_uri": tracking_uri, "run_id": run_id}
 
 
 def trial_device() -> torch.device:
@@ -64,18 +71,22 @@ def _run_piece(config: dict) -> None:
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     METER.take()  # what an earlier trial on this worker left uncounted
+    node_id = ray.get_runtime_context().get_node_id()
     piece = Piece.from_dict(config["piece"])
+    piece = replace(piece, recipe=local_recipe(piece.recipe, config["data"]))
+    check_data(piece.recipe, config["data"], node_id)
     store = ResultsStore(config["storage"])
     store.check_shared(config["storage_id"])
+    local = store.stage(piece)
     recorder = TrialRecorder(config["tracking_uri"], config["run_id"])
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            restore_checkpoint(folder, store, piece)
-    node_id = ray.get_runtime_context().get_node_id()
+            restore_checkpoint(folder, local, piece)
 
     def finished(level: int, metrics: dict, reused: bool) -> None:
-        result_dir = store.result_dir(piece, level)
+        store.publish(piece)
+        result_dir = local.result_dir(piece, level)
         recorder.usage(level, METER.take())
         recorder.level(piece, level, result_dir)
         report = {
@@ -97,20 +108,20 @@ def _run_piece(config: dict) -> None:
         finished(result.level, result.metrics, result.reused)
 
     if piece.is_trajectory:
-        run_trajectory(piece.recipe, store.path(piece.key), on_level=on_level, progress=False)
+        run_trajectory(piece.recipe, local.path(piece.key), on_level=on_level, progress=False)
     elif piece.kind == BISECT:
-        run_bisection(piece.recipe, store.path(piece.source_key), store.path(piece.key), piece.options["tolerance"],
+        run_bisection(piece.recipe, local.path(piece.source_key), local.path(piece.key), piece.options["tolerance"],
                       key=piece.key, on_level=on_level, progress=False)
     elif piece.is_chain:
-        run_standard(piece.recipe, store.path(piece.source_key), store.path(piece.key), key=piece.key,
+        run_standard(piece.recipe, local.path(piece.source_key), local.path(piece.key), key=piece.key,
                      on_level=on_level, progress=False)
     elif piece.is_structured:
-        metrics = run_structured(piece, store)
+        metrics = run_structured(piece, local)
         finished(piece.level, metrics, bool(metrics.get("reused")))
     else:
-        branch = BranchConfig(piece.kind, piece.recipe, store.source_mask(piece), store.path(piece.source_key),
+        branch = BranchConfig(piece.kind, piece.recipe, local.source_mask(piece), local.path(piece.source_key),
                               **(piece.options or {}))
-        metrics = run_branch(branch, store.path(piece.key), run_key=piece.key, progress=False)
+        metrics = run_branch(branch, local.path(piece.key), run_key=piece.key, progress=False)
         finished(piece.level, metrics, bool(metrics.get("reused")))
 
 

@@ -136,6 +136,15 @@ class World:
             (folder / file).write_bytes(data.encode() if isinstance(data, str) else data)
         return str(folder.parent)
 
+    def minilm_structured_mask(self) -> str:
+        """A structured mask of MiniLM's shape (6 layers of 12 heads), not the tiny model's."""
+        from tickets.structured.structure import Structure
+
+        path = self.tmp / "minilm.safetensors"
+        Structure(torch.ones(6, 12, dtype=torch.bool), torch.ones(6, dtype=torch.bool)).to_mask(
+            {"source_task": "sst2"}).save(str(path))
+        return str(path)
+
     def spec(self, text: str = SPEC, name: str = "spec.yaml") -> str:
         return self.write(name, text)
 
@@ -228,13 +237,14 @@ def assert_one_line_error(code: int, stderr: str, needles: tuple[str, ...]) -> N
 
 @dataclass(frozen=True)
 class Case:
-    """A command line built in a case's World (cli first), the words its one-line error must contain, and the
-    environment variables it runs with."""
+    """A command line built in a case's World (cli first), the words its one-line error must contain, the
+    environment variables it runs with, and whether its `--out` folder must not even be created."""
 
     name: str
     argv: Callable[[World], list]
     needles: tuple[str, ...]
     env: Callable[[World], dict[str, str]] = lambda w: {}
+    out_stays_absent: bool = False
 
 
 def imp(*args) -> list:
@@ -300,6 +310,10 @@ CASES = [
                                                              "--out", "o"), ("not valid JSON",)),
     Case("imp-deepspeed-config-a-list", lambda w: imp_sst2("--deepspeed-config", w.write("ds.json", "[1]"),
                                                            "--out", "o"), ("JSON object",)),
+    Case("imp-deepspeed-grad-accum-not-dividing-the-batch",  # the DeepSpeed flags reach the recipe
+         lambda w: imp_sst2("--backend", "deepspeed", "--deepspeed-config",
+                            w.write("ds.json", '{"zero_optimization": {"stage": 2}}'), "--grad-accum", "5", "--out",
+                            "o"), ("DeepSpeed grad_accum 5 does not divide the batch_size 16",), out_stays_absent=True),
     Case("imp-train-tsv-latin-1", lambda w: imp("--task", "sst2", "--data-dir",
                                                 w.glue_copy("train.tsv", TSV_HEADER.encode() + "caf\xe9\t1\n".encode(
                                                     "latin-1")), *SMALL, "--out", "o"),
@@ -408,7 +422,10 @@ CASES = [
                                                        "/nonexistent/good.safetensors", "--out", "o"],
          ("does not exist",)),
     Case("structured-search-threshold", lambda w: ["tickets", "structured", "search", *SST2, "--threshold", "1.5",
-                                                   "--out", "o"], ("threshold",)),
+                                                   "--out", "o"], ("threshold must be in (0, 1]", "1.5")),
+    Case("structured-compact-mask-of-another-architecture",
+         lambda w: ["tickets", "structured", "compact", "--mask", w.minilm_structured_mask(), "--model",
+                    "tiny-random-bert", "--out", "o"], ("encoder.layer.0.attention.heads", "(12,)")),
     Case("structured-search-out-under-proc", lambda w: ["tickets", "structured", "search", *SST2, "--out",
                                                         "/proc/bert-tickets-search"], ("cannot be written",)),
     # ---- sweeps: the spec file
@@ -434,7 +451,14 @@ CASES = [
          ("--storage", "cannot be created")),
     Case("storage-under-proc", lambda w: sweep(w, "--dry-run", "--storage", "/proc/bert-tickets-storage"),
          ("--storage", "cannot be written")),
-    Case("storage-a-uri", lambda w: sweep(w, "--dry-run", "--storage", "s3://bucket/x"), ("not a URI",)),
+    Case("storage-uri-unreachable", lambda w: sweep(w, "--dry-run", "--storage", "s3://bucket/x"),
+         ("--storage", "s3://bucket/x", "cannot be reached or written"),
+         env=lambda w: {"AWS_ENDPOINT_URL": w.unreachable(), "AWS_MAX_ATTEMPTS": "1", "AWS_ACCESS_KEY_ID": "probe",
+                        "AWS_SECRET_ACCESS_KEY": "probe", "AWS_DEFAULT_REGION": "us-east-1"}),
+    Case("storage-uri-unknown-scheme", lambda w: sweep(w, "--dry-run", "--storage", "nosuch://bucket/x"),
+         ("--storage", "not a storage URI")),
+    Case("storage-uri-with-password", lambda w: sweep(w, "--dry-run", "--storage", "s3://key:secret@bucket/x"),
+         ("--storage", "carries a password")),
     Case("data-dir-flag-missing", lambda w: sweep(w, "--dry-run", "--data-dir", "/nonexistent/glue"),
          ("--data-dir", "does not exist")),
     Case("data-dir-flag-is-a-file", lambda w: sweep(w, "--dry-run", "--data-dir", w.write("glue", "x")),
@@ -511,6 +535,8 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing_recorded(case, world, 
     after = checksums(*watched)
     changed = sorted(path for path, digest in before.items() if after.get(path) != digest)
     assert not changed, f"recorded files changed or removed: {changed}"
+    if case.out_stays_absent:
+        assert not os.path.exists(argv[argv.index("--out") + 1]), "the output folder was created"
 
 
 SUBPROCESS_CASES = ["mask-info-folder", "spec-binary", "report-corrupt-sqlite-store", "runtime-env-out-under-proc"]
