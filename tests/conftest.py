@@ -1,5 +1,6 @@
 """Shared test settings: offline, quiet, real data from ../shared."""
 
+import logging
 import os
 from pathlib import Path
 
@@ -116,3 +117,32 @@ def local_ray():
     ray.shutdown()
     os.environ.pop("RAY_TMPDIR") if old is None else os.environ.__setitem__("RAY_TMPDIR", old)
     shutil.rmtree(temp, ignore_errors=True)
+
+
+BUCKET = "tickets"
+SECRET = "moto-secret-never-printed"
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server on 127.0.0.1 for the session (moto keeps its buckets in this process, so there is one) with
+    bucket BUCKET holding SST-2 under `glue/`; the AWS variables point at it while it runs."""
+    from moto.server import ThreadedMotoServer
+
+    from cluster.storage import ObjectStore
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "moto-key", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    store = ObjectStore(f"s3://{BUCKET}")
+    store.fs.mkdir(BUCKET)
+    store.fs.put(str(GLUE_DIR / "SST-2"), f"{BUCKET}/glue/SST-2", recursive=True)
+    yield store
+    server.stop()
+    for name, value in saved.items():
+        os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)

@@ -134,7 +134,7 @@ def test_trials_run_side_by_side_on_nodes_the_autoscaler_adds(tmp_path, monkeypa
     try:
         cluster.start()
         monkeypatch.setenv("RAY_ADDRESS", cluster.address)
-        spec = load_tiny(tmp_path, name="autoscaled", seeds=(0, 1, 2, 3), levels=1, train=128)
+        spec = load_tiny(tmp_path, name="autoscaled", seeds=(0, 1, 2, 3), levels=1, train=1024)
         result = run_sweep(spec, f"sqlite:///{tmp_path}/mlruns.db", Console(quiet=True))
     finally:
         ray.shutdown()

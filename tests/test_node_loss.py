@@ -19,7 +19,7 @@ from sweeps.plan import build_plan
 from sweeps.runner import run_sweep
 from sweeps.spec import load_spec
 from sweeps.store import ResultsStore
-from test_storage_s3 import BUCKET, s3  # noqa: F401 - s3: the moto S3 server fixture
+from conftest import BUCKET
 from test_sweeps_run import tiny_spec_text
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -18,8 +17,8 @@ from dataclasses import replace
 import pytest
 
 from cluster.errors import ClusterError
-from cluster.storage import CACHE_ENV, DOWNLOAD_LOG, MANIFEST, ObjectStore
-from conftest import GLUE_DIR
+from cluster.storage import CACHE_ENV, DOWNLOAD_LOG, MANIFEST
+from conftest import BUCKET, GLUE_DIR, SECRET
 from sweeps.errors import SweepError
 from sweeps.plan import build_plan
 from sweeps.spec import load_spec
@@ -28,32 +27,6 @@ from test_sweeps_run import tiny_spec_text
 from tickets.imp import run_trajectory
 from tickets.masks import Mask
 from tickets.paths import MASK, METRICS, TRAINED_WEIGHTS, level_dir
-
-BUCKET = "tickets"
-SECRET = "moto-secret-never-printed"
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server on 127.0.0.1 with one bucket holding SST-2 under `glue/`; the AWS variables point at it."""
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "moto-key", "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    store = ObjectStore(f"s3://{BUCKET}")
-    store.fs.mkdir(BUCKET)
-    store.fs.put(str(GLUE_DIR / "SST-2"), f"{BUCKET}/glue/SST-2", recursive=True)
-    yield store
-    server.stop()
-    for name, value in saved.items():
-        os.environ.pop(name) if value is None else os.environ.__setitem__(name, value)
-
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
