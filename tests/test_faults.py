@@ -140,7 +140,7 @@ def _sweep_command(spec_path: str, uri: str) -> list[str]:
     return [sys.executable, "-m", "sweeps", spec_path, "--tracking-uri", uri]
 
 
-def _kill_9_driver(driver: subprocess.Popen) -> None:
+def kill_9_driver(driver: subprocess.Popen) -> None:
     """kill -9 the driver's process group and then whatever it started elsewhere (its local Ray), nothing else."""
     started = psutil.Process(driver.pid).children(recursive=True)
     kill_9_group(driver)
@@ -218,7 +218,7 @@ def test_kill_9_of_the_driver_then_the_same_command_trains_only_what_was_unfinis
             _wait_for(lambda: store.level_metrics(trajectory, 1) is not None, driver)
             with _slowed(worker):
                 _wait_for(lambda: store.is_complete(branch), driver)
-            _kill_9_driver(driver)
+            kill_9_driver(driver)
         assert not store.is_complete(trajectory), "the kill must land while the trajectory trains"
         before = started_at(spec)
         crashed_runs = runs_by_key(stack.uri, spec.name)

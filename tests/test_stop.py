@@ -9,7 +9,6 @@ import sys
 import tempfile
 import time
 
-import psutil
 import pytest
 from rich.console import Console
 
@@ -20,6 +19,7 @@ from sweeps.plan import build_plan
 from sweeps.runner import run_sweep
 from sweeps.spec import load_spec
 from sweeps.store import ResultsStore
+from test_faults import kill_9_driver
 from test_sweeps_run import tiny_spec_text
 
 
@@ -31,21 +31,6 @@ def _statuses(uri: str, name: str) -> dict[str, str]:
     client = tracking.client(uri)
     runs = tracking.search_all_runs(client, client.get_experiment_by_name(name).experiment_id)
     return {r.data.tags.get(cv.TAG_CONTENT_KEY, SWEEP): r.info.status for r in runs}
-
-
-def _kill_if_running(driver: subprocess.Popen) -> None:
-    """kill -9 the driver and the local Ray it started, if it is still running (a failed test)."""
-    if driver.poll() is not None:
-        return
-    started = psutil.Process(driver.pid).children(recursive=True)
-    driver.kill()
-    for process in started:
-        try:
-            process.kill()
-        except psutil.Error:
-            continue
-    psutil.wait_procs(started, timeout=60)
-    driver.wait(timeout=60)
 
 
 def _started_at(spec) -> dict:
@@ -70,7 +55,7 @@ def test_sigterm_mid_level_stops_like_ctrl_c_and_the_same_spec_resumes(local_ray
     env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "RAY_TMPDIR": temp}
     try:
         driver = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True)
+                                  text=True, start_new_session=True)
         deadline = time.time() + 300
         while not any(store.level_metrics(piece, 0) for piece in build_plan(spec)):
             assert driver.poll() is None and time.time() < deadline, "the sweep ended before the stop"
@@ -80,7 +65,8 @@ def test_sigterm_mid_level_stops_like_ctrl_c_and_the_same_spec_resumes(local_ray
         before = _started_at(spec)
         stopped = _statuses(uri, spec.name)
     finally:
-        _kill_if_running(driver)
+        if driver.poll() is None:  # a failed test: kill -9 the driver and the local Ray it started
+            kill_9_driver(driver)
         shutil.rmtree(temp, ignore_errors=True)
     assert driver.returncode == 128 + signal.SIGTERM, out[-3000:] + err[-3000:]
     assert "SIGTERM received" not in err and "Tuner.restore" not in out + err  # Ray's native stack dump, Tune's hint
