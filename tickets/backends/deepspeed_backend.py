@@ -88,6 +88,7 @@ class SingleProcessGroup:
             import deepspeed
 
             deepspeed.comm.destroy_process_group()
+            forget_deepspeed_groups()
         if self.owned:
             self._restore_env()
         self.owned = False
@@ -98,6 +99,24 @@ class SingleProcessGroup:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+STALE_GROUPS = ("_WORLD_GROUP", "_ZERO_PARAM_INTRA_PARALLEL_GROUP", "_TENSOR_MODEL_PARALLEL_GROUP",
+                "_MODEL_PARALLEL_GROUP", "_DATA_PARALLEL_GROUP", "mesh_device", "mpu")
+
+
+def forget_deepspeed_groups() -> None:
+    """Drop DeepSpeed's cached process groups once the world they belong to is destroyed, so the next engine in this
+    process builds its own. DeepSpeed 0.19.8 does this in `destroy_process_group`; 0.19.7 and older keep the dead
+    world's clone, and the next engine's first broadcast fails on it ('Group ... is not registered')."""
+    from deepspeed.utils import groups
+
+    for name in STALE_GROUPS:
+        if hasattr(groups, name):
+            setattr(groups, name, None)
+    for name in ("_EXPERT_PARALLEL_GROUP", "_EXPERT_PARALLEL_GROUP_RANKS", "_EXPERT_DATA_PARALLEL_GROUP",
+                 "_EXPERT_DATA_PARALLEL_GROUP_RANKS", "_ALL_TO_ALL_GROUP"):
+        getattr(groups, name, {}).clear()
 
 
 def engine_device_rank(deepspeed, device: torch.device) -> int:
