@@ -4,13 +4,15 @@ Per task (and model, schedule, method, rewind point): each level's mask-distance
 stopped, the fine-tuning steps of the early search (its trajectories, level 0 and every stopped level included), of
 its ticket evaluations (steps a ticket run trained itself: 0 where a level that trained to the end is its own ticket)
 and of the full sweep's trajectories (their ratio is the headline), the sparsest matching level of each (DESIGN.md's
-rule over seeds, analysis.matching), each level's ticket accuracy over seeds for both (early: the `ticket` or
-`ticket-bisect` series; full: the IMP levels themselves), and the Jaccard overlap of the early and the full mask of the
-same level and seed.
+rule over seeds, analysis.matching), each level's ticket accuracy over seeds for both (early: the `ticket`,
+`ticket-bisect` or `ticket-boundary` series; full: the IMP levels themselves), and the Jaccard overlap of the early and
+the full mask of the same level and seed. With `ticket-boundary`, per seed: the boundary the search predicted, the one
+its ticket trainings measured and full IMP's (the same per-seed rule), and how often the prediction hit; a level it did
+not train to the end is counted as predicted and never given a ticket accuracy.
 
 Sources, all through MLflow: the level records are the runs' `levels/level_XX.json` artifacts (each level's
-metrics.json: `mask_distance`, `early_stop`, `steps`, `evaluation_steps`, `bisection`); masks are the trajectory
-runs' `masks/level_XX.safetensors` artifacts, so the report needs no access to the sweeps' results stores.
+metrics.json: `mask_distance`, `early_stop`, `steps`, `evaluation_steps`, `bisection`, `boundary`); masks are the
+trajectory runs' `masks/level_XX.safetensors` artifacts, so the report needs no access to the sweeps' results stores.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from .errors import AnalysisError
 from .matching import find_matching
 from .report import mean_std, percent, suffix, varying
 from .stats import planned_seeds, summarise
+from .tasks import higher_is_better
 
-TICKET, BISECT = "ticket", BISECTION
+TICKET, BISECT, BOUNDARY = "ticket", BISECTION, "ticket-boundary"  # tickets.bisection's KIND and BOUNDARY
+TICKET_SERIES = (TICKET, BISECT, BOUNDARY)
 GROUP = ["task", "model", "schedule", "method", "rewind_point"]
 PAIR = GROUP + ["seed"]
 
@@ -42,7 +46,7 @@ def write_early_report(client, experiment: str, against: str, out_dir: str) -> s
     early, full = collect(client, experiment), collect(client, against)
     problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="analysis-early-") as tmp:
-        records = level_records(client, early, (IMP, TICKET, BISECT), tmp, problems)
+        records = level_records(client, early, (IMP, *TICKET_SERIES), tmp, problems)
         full_records = level_records(client, full, (IMP,), tmp, problems)
         seeds = seed_table(records, full_records, early.main_metrics())
         seeds = add_overlaps(client, seeds, records, full_records, tmp, problems)
@@ -50,11 +54,12 @@ def write_early_report(client, experiment: str, against: str, out_dir: str) -> s
         raise AnalysisError(f"experiment '{experiment}' has no finished early-stopped trajectory level to compare")
     distances = distance_table(records)
     levels = level_table(seeds)
-    summary = summary_table(seeds, early, full)
+    boundaries = boundary_table(records, full_records)
+    summary = summary_table(seeds, early, full, boundaries)
     for name, frame in (("early", levels), ("early_seeds", seeds), ("early_distances", distances),
-                        ("early_summary", summary)):
+                        ("early_summary", summary), ("early_boundary", boundaries)):
         frame.to_csv(os.path.join(out_dir, f"{name}.csv"), index=False)
-    doc = _document(experiment, against, summary, levels, seeds, distances, records, problems, out_dir)
+    doc = _document(experiment, against, summary, levels, seeds, distances, records, boundaries, problems, out_dir)
     path = os.path.join(out_dir, "early.md")
     with open(path, "w") as handle:
         handle.write(doc.to_markdown())
@@ -106,14 +111,17 @@ def seed_table(records: pd.DataFrame, full_records: pd.DataFrame, main_metrics: 
             "converged_at_step": stop.get("converged_at_step"), "may_stop": stop.get("may_stop"),
             "search_steps": record["steps"], "mask_check_s": record.get("mask_check_s"),
             "wall_time_s": record["wall_time_s"],
+            "search_metric": record["metrics"].get(metric),
             "ticket_evaluated": None if ticket is None else ticket.get("evaluated", True),
+            "ticket_predicted": ticket is not None and bool(ticket.get("predicted")),
             "evaluation_steps": _evaluation_steps(ticket, level),
             "ticket_metric": None if ticket is None else ticket["metrics"].get(metric),
             "full_steps": None if reference is None else reference["steps"],
             "full_metric": None if reference is None else reference["metrics"].get(metric),
         })
     columns = [*PAIR, "level", "sparsity", "metric", "run_id", "stopped_at_step", "converged_at_step", "may_stop",
-               "search_steps", "mask_check_s", "wall_time_s", "ticket_evaluated", "evaluation_steps", "ticket_metric",
+               "search_steps", "mask_check_s", "wall_time_s", "search_metric", "ticket_evaluated", "ticket_predicted",
+               "evaluation_steps", "ticket_metric",
                "full_steps", "full_metric"]
     frame = pd.DataFrame(rows, columns=columns)
     return frame.sort_values(PAIR + ["level"], kind="stable").reset_index(drop=True)
@@ -179,8 +187,8 @@ def level_table(seeds: pd.DataFrame) -> pd.DataFrame:
                    stop_step_min=stopped.min() if len(stopped) else None,
                    stop_step_max=stopped.max() if len(stopped) else None,
                    search_steps=int(group["search_steps"].sum()), evaluation_steps=int(group["evaluation_steps"].sum()),
-                   full_steps=_total(group["full_steps"]))
-        for which in ("ticket", "full"):
+                   full_steps=_total(group["full_steps"]), predicted=int(group["ticket_predicted"].sum()))
+        for which in ("search", "ticket", "full"):
             values = pd.to_numeric(group[f"{which}_metric"], errors="coerce").dropna()
             row.update({f"{which}_n": len(values), f"{which}_mean": values.mean() if len(values) else None,
                         f"{which}_std": values.std() if len(values) > 1 else None})
@@ -197,11 +205,58 @@ def _total(values: pd.Series) -> int | None:
     return None if numbers.isna().any() else int(numbers.sum())
 
 
-def summary_table(seeds: pd.DataFrame, early: Collected, full: Collected) -> pd.DataFrame:
+def boundary_table(records: pd.DataFrame, full_records: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, ..., seed) of a `ticket-boundary` search: the sparsest matching level it predicted, the one
+    its ticket trainings measured, full IMP's by the same per-seed rule (the last level before the first whose metric
+    falls below the seed's dense metric minus the tolerance), the levels it trained to the end, and whether the
+    prediction and the measured boundary equal full IMP's (exactly, and within one level)."""
+    columns = [*PAIR, "tolerance", "predicted_level", "measured_level", "full_level", "levels_evaluated",
+               "predicted_hit", "predicted_within_one", "measured_hit", "measured_within_one"]
+    full = {}
+    for r in full_records.itertuples():
+        full.setdefault(tuple(getattr(r, c) for c in PAIR), {})[int(r.level)] = r.record
+    rows, seen = [], set()
+    for r in records[records["branch"] == BOUNDARY].itertuples():
+        record, key = r.record.get("boundary"), tuple(getattr(r, c) for c in PAIR)
+        if not record or key in seen:
+            continue
+        seen.add(key)
+        level = _per_seed_boundary(full.get(key, {}), record)
+        predicted, measured = record["predicted_sparsest_matching_level"], record["sparsest_matching_level"] or 0
+        rows.append({**dict(zip(PAIR, key)), "tolerance": record["tolerance"], "predicted_level": predicted,
+                     "measured_level": measured, "full_level": level,
+                     "levels_evaluated": ",".join(map(str, record["levels_evaluated"])),
+                     "predicted_hit": None if level is None else predicted == level,
+                     "predicted_within_one": None if level is None else abs(predicted - level) <= 1,
+                     "measured_hit": None if level is None else measured == level,
+                     "measured_within_one": None if level is None else abs(measured - level) <= 1})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _per_seed_boundary(levels: dict[int, dict], record: dict) -> int | None:
+    """Full IMP's sparsest matching level of one seed by a boundary record's rule (None without its dense level)."""
+    if 0 not in levels:
+        return None
+    metric, tolerance = record["main_metric"], record["tolerance"]
+    lower = not higher_is_better(metric)
+    threshold = levels[0]["metrics"][metric] + (tolerance if lower else -tolerance)
+    boundary = 0
+    for level in sorted(lv for lv in levels if lv > 0):
+        value = levels[level]["metrics"].get(metric)
+        if value is None or (value > threshold if lower else value < threshold):
+            break
+        boundary = level
+    return boundary
+
+
+def summary_table(seeds: pd.DataFrame, early: Collected, full: Collected,
+                  boundaries: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (task, ...): the steps of the search, of the ticket evaluations and of the full sweep, their
-    ratio (the headline), the checks' share of the search's level time, and the sparsest matching level of the
-    early tickets and of full IMP (DESIGN.md's rule over seeds)."""
-    matches = {"early": _matching(early, (TICKET, BISECT)), "full": _matching(full, (IMP,))}
+    ratio (the headline), the checks' share of the search's level time, the sparsest matching level of the
+    early tickets and of full IMP (DESIGN.md's rule over seeds), and with a boundary search how often its predicted
+    and its measured per-seed boundary equal full IMP's."""
+    matches = {"early": _matching(early, TICKET_SERIES), "full": _matching(full, (IMP,))}
+    boundaries = boundary_table(pd.DataFrame(columns=["branch"]), pd.DataFrame()) if boundaries is None else boundaries
     rows = []
     for key, group in seeds.groupby(GROUP, dropna=False, sort=True):
         info = dict(zip(GROUP, key))
@@ -216,6 +271,11 @@ def summary_table(seeds: pd.DataFrame, early: Collected, full: Collected) -> pd.
                if len(checked) else None,
                "mask_check_share_max": (checked["mask_check_s"] / checked["wall_time_s"]).max()
                if len(checked) else None}
+        mine = boundaries[(boundaries[GROUP] == pd.Series(info)).all(axis=1)] if len(boundaries) else boundaries
+        for column in ("predicted_hit", "predicted_within_one", "measured_hit", "measured_within_one"):
+            judged = mine[column].dropna() if len(mine) else mine
+            row[f"boundary_{column}_rate"] = judged.astype(bool).mean() if len(judged) else None
+        row["boundary_seeds"] = len(mine)
         for which, found in matches.items():
             hit = found.get(tuple(info[c] for c in GROUP), {})
             row.update({f"{which}_matching_level": hit.get("matching_level"),
@@ -243,7 +303,8 @@ def _matching(collected: Collected, branches: tuple[str, ...]) -> dict[tuple, di
 
 
 def _document(experiment: str, against: str, summary: pd.DataFrame, levels: pd.DataFrame, seeds: pd.DataFrame,
-              distances: pd.DataFrame, records: pd.DataFrame, problems: list[str], out_dir: str) -> Document:
+              distances: pd.DataFrame, records: pd.DataFrame, boundaries: pd.DataFrame, problems: list[str],
+              out_dir: str) -> Document:
     doc = Document(f"Early tickets: {experiment} against full IMP {against}")
     doc.text("Early search: every pruned level stops once the mask of its next level has converged (Early-Bird: the "
              "last `window` normalised Hamming distances between masks drawn every `check_every` steps are all <= "
@@ -252,10 +313,17 @@ def _document(experiment: str, against: str, summary: pd.DataFrame, levels: pd.D
              "evaluations = what ticket runs trained themselves (a level that trained to the end is its own ticket: "
              "0); full = every level of the full sweep's trajectories. Matching: mean over seeds >= dense mean - "
              "dense std, each experiment against its own level 0.")
-    rules = _bisection_rules(records)
+    rules = _search_records(records, BISECT)
     if rules:
         doc.callout("Bisection over levels: " + rules[0]["assumption"] + ". Levels it did not evaluate are "
                     "inferred from that assumption and have no ticket accuracy.")
+    predicted = _search_records(records, BOUNDARY)
+    if predicted:
+        doc.callout("PREDICTED, NOT MEASURED: the boundary search trains to the end only the level its prediction "
+                    "names as the sparsest matching one and the next sparser one (walking on, one level at a time, "
+                    "where a verdict contradicts the prediction). Prediction: " + predicted[0]["predictor"] + ". "
+                    "Every other level's verdict is predicted (column `predicted`) and has no ticket accuracy; "
+                    "the search column is the dev metric where a level stopped, not its ticket's.")
     for problem in problems:
         doc.callout(f"missing: {problem}")
     shown = varying(summary, GROUP[1:])
@@ -269,6 +337,12 @@ def _document(experiment: str, against: str, summary: pd.DataFrame, levels: pd.D
         doc.bullets([
             f"sparsest matching level, early tickets: {_matching_text(row, 'early')}",
             f"sparsest matching level, full IMP: {_matching_text(row, 'full')}",
+            *([f"boundary per seed (last level before the first below the seed's dense metric - tolerance): "
+               f"predicted = full IMP's in {_rate(row['boundary_predicted_hit_rate'])} of "
+               f"{row['boundary_seeds']} seeds ({_rate(row['boundary_predicted_within_one_rate'])} within one level); "
+               f"measured = full IMP's in {_rate(row['boundary_measured_hit_rate'])} "
+               f"({_rate(row['boundary_measured_within_one_rate'])} within one level)"]
+              if row.get("boundary_seeds") else []),
             f"mask checks: {_share(row['mask_check_share'])} of the search levels' time "
             f"(worst level {_share(row['mask_check_share_max'])})",
         ])
@@ -282,20 +356,28 @@ def _document(experiment: str, against: str, summary: pd.DataFrame, levels: pd.D
             path = distance_plot(curves, stops, rule, f"{row['task']}: distance of the next level's mask between "
                                                       "consecutive checks", os.path.join(out_dir, name))
             doc.image(path, "one line per level (mean over seeds; thin: each seed); x: where a level stopped; "
-                            "dashed: the threshold")
-        bisected = _bisection_view(records, info)
-        if len(bisected):
-            doc.text("Bisection, per seed: the levels judged in order, and why.")
-            doc.table(bisected)
+                            "dashed: the fixed threshold, dotted: a relative rule's threshold per level")
+        mine = boundaries[(boundaries[GROUP] == pd.Series(info)).all(axis=1)] if len(boundaries) else boundaries
+        if len(mine):
+            doc.text("Boundary, per seed: predicted from the search, measured by its ticket trainings, and full "
+                     "IMP's by the same rule.")
+            doc.table(mine[["seed", "predicted_level", "measured_level", "full_level", "levels_evaluated",
+                            "predicted_hit", "measured_hit"]].reset_index(drop=True))
+        for kind, what in ((BISECT, "Bisection"), (BOUNDARY, "Boundary search")):
+            judged = _search_view(records, info, kind)
+            if len(judged):
+                doc.text(f"{what}, per seed: the levels trained to the end in order, and why.")
+                doc.table(judged)
     doc.heading("Files")
-    doc.bullets(["early_summary.csv", "early.csv", "early_seeds.csv", "early_distances.csv"]
+    doc.bullets(["early_summary.csv", "early.csv", "early_seeds.csv", "early_distances.csv", "early_boundary.csv"]
                 + [os.path.basename(block[1]) for block in doc.blocks if block[0] == "image"])
     return doc
 
 
 def distance_plot(curves: pd.DataFrame, stops: pd.DataFrame, rule: dict, title: str, path: str) -> str:
     """One line per level: the mean mask distance over seeds by training step (thin lines: each seed), an x where a
-    seed's level stopped, the threshold dashed (symmetric-log y axis: distances span orders of magnitude)."""
+    seed's level stopped, the fixed threshold dashed or, with a relative rule, each level's own threshold dotted
+    (symmetric-log y axis: distances span orders of magnitude)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -312,7 +394,13 @@ def distance_plot(curves: pd.DataFrame, stops: pd.DataFrame, rule: dict, title: 
         for stop in stopped.itertuples():
             at = rows[(rows["seed"] == stop.seed) & (rows["step"] == stop.stopped_at_step)]["distance"]
             ax.plot([stop.stopped_at_step], at.iloc[:1], ls="none", marker="x", ms=9, color=color)
-    if rule.get("threshold") is not None:
+        if rule.get("relative"):  # each level's own threshold: a fraction of its first distance (mean over seeds)
+            first = rows.sort_values("step").groupby("seed")["distance"].first()
+            ax.axhline(rule["relative"] * first.mean(), ls=":", lw=1, color=color)
+    if rule.get("relative"):
+        ax.plot([], [], ls=":", color="0.3", label=f"threshold {rule['relative']:g} x first distance "
+                                                   f"(window {rule.get('window')})")
+    elif rule.get("threshold") is not None:
         ax.axhline(rule["threshold"], ls="--", color="0.3",
                    label=f"threshold {rule['threshold']:g} (window {rule.get('window')})")
     ax.set_yscale("symlog", linthresh=1e-4)
@@ -335,6 +423,9 @@ def _level_view(rows: pd.DataFrame) -> pd.DataFrame:
                                                          rows["stop_step_max"])],
         "search steps": rows["search_steps"], "evaluation steps": rows["evaluation_steps"],
         "full steps": rows["full_steps"],
+        "search (at stop)": [mean_std(m, s, n) for m, s, n in zip(rows["search_mean"], rows["search_std"],
+                                                                  rows["search_n"])],
+        "predicted": [f"{p}/{n}" for p, n in zip(rows["predicted"], rows["seeds"])],
         "early ticket": [mean_std(m, s, n) for m, s, n in zip(rows["ticket_mean"], rows["ticket_std"],
                                                               rows["ticket_n"])],
         "full IMP": [mean_std(m, s, n) for m, s, n in zip(rows["full_mean"], rows["full_std"], rows["full_n"])],
@@ -356,6 +447,10 @@ def _count(value) -> str:
 
 def _ratio(value) -> str:
     return "?" if value is None or pd.isna(value) else f"{value:.2f}"
+
+
+def _rate(value) -> str:
+    return "?" if value is None or pd.isna(value) else f"{100 * value:.0f}%"
 
 
 def _share(value) -> str:
@@ -381,17 +476,18 @@ def _rule(records: pd.DataFrame, info: dict) -> dict:
     return {}
 
 
-def _bisection_rules(records: pd.DataFrame) -> list[dict]:
-    return [r.record["bisection"] for r in records[records["branch"] == BISECT].itertuples()
-            if r.record.get("bisection")]
+def _search_records(records: pd.DataFrame, kind: str) -> list[dict]:
+    """The records of the ticket searches of `kind` (bisection or boundary), one per level row."""
+    name = "bisection" if kind == BISECT else "boundary"
+    return [r.record[name] for r in records[records["branch"] == kind].itertuples() if r.record.get(name)]
 
 
-def _bisection_view(records: pd.DataFrame, info: dict) -> pd.DataFrame:
-    """Per seed of the group: each level bisection judged, in order, with its verdict and reason."""
+def _search_view(records: pd.DataFrame, info: dict, kind: str) -> pd.DataFrame:
+    """Per seed of the group: each level a ticket search of `kind` judged, in order, with its verdict and reason."""
     rows, seen = [], set()
-    mine = records[(records["branch"] == BISECT) & (records[GROUP] == pd.Series(info)).all(axis=1)]
+    mine = records[(records["branch"] == kind) & (records[GROUP] == pd.Series(info)).all(axis=1)]
     for r in mine.itertuples():
-        record = r.record.get("bisection")
+        record = r.record.get("bisection" if kind == BISECT else "boundary")
         if not record or r.seed in seen:
             continue
         seen.add(r.seed)

@@ -48,10 +48,16 @@ TAG_REWIND_POINT = "rewind_point"  # the spec's rewind point as written ("0", "5
 TAG_NOT_COMPARABLE = "not_comparable_to_published"  # "true" on runs of a task that trains on part of its dev set
 TAG_DEVICE = "device"  # where the trial trained: "cpu", "cuda:0"
 TAG_PRECISION = "precision"  # the precision it trained in: fp32, bf16, fp16
+TAG_VERSIONS = "library_versions"  # what a run's levels ran on, "torch=2.13.0 transformers=5.25.0 deepspeed=0.19.7"
+#                                   (deepspeed=none when not installed); levels on other versions add their set after
+#                                   " | ", in the order first seen. A record, never part of the content key
 TAG_SERIES = "series"  # imp, random-prune, random-reinit, random-reinit:encoder, oneshot, standard, transfer:S->T, ...
 TAG_LEVELS = "levels"  # the levels a series run holds, e.g. "1,2" (its steps)
 TAG_IMP_METHOD = "imp_method"  # the pruning method of the IMP trajectory a series belongs to (method: its own masks')
 TAG_SOURCE_RUN = "source_run_id"  # a baseline or transfer series: the run of the IMP trajectory it branches from
+TAG_TICKET_PREFIX = "ticket_level_"  # + "XX", on a ticket search's run: "measured" (trained to the end), "predicted"
+#                                     (ticket-boundary: judged from the search's early-stopped metric) or "inferred"
+#                                     (ticket-bisect: from the monotone assumption); never a metric for the last two
 EXPERIMENT_TAG_LAYOUT = "tracking_layout"  # experiment tag: the version of this layout the experiment was written in
 EXPERIMENT_TAG_DESCRIPTION = "mlflow.note.content"  # experiment description shown by the MLflow UI
 LAYOUT_VERSION = "2"  # 2: one run per series (levels as steps); 1 (no tag): one branch run per level
@@ -67,6 +73,11 @@ METRIC_LEVEL = "level"  # the level itself, at step = level (an x-axis for MLflo
 METRIC_MASK_DISTANCE_PREFIX = "mask_distance_level_"  # + "XX": normalised Hamming distance by training step
 METRIC_SAMPLES_PER_S = "samples_per_s"  # training samples per second of training steps, at step = level
 METRIC_PEAK_MEMORY_MB = "peak_memory_mb"  # peak allocated GPU memory while the level ran (GPU trials only)
+
+
+def ticket_tag(level: int) -> str:
+    """The tag saying whether `level`'s ticket verdict on a ticket search's run was measured, predicted or inferred."""
+    return f"{TAG_TICKET_PREFIX}{level:02d}"
 
 
 def mask_artifact_path(level: int) -> str:

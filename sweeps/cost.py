@@ -177,8 +177,8 @@ def estimate(pieces: list[Piece], held: dict[str, int], device: Device, cpus: fl
             setattr(cost, name, None if value is None or per_run is None else value + count * per_run)
     basis = sorted({how for _, how in speeds.values()}) + _size_notes(tasks.values())
     if any(piece.recipe.early_stop.enabled for piece in pieces):
-        basis.append("runs, steps and hours are upper bounds: an early-stopped level ends sooner, and a bisection "
-                     "trains only the tickets it judges")
+        basis.append("runs, steps and hours are upper bounds: an early-stopped level ends sooner, and a ticket "
+                     "search (bisect, boundary) trains only the tickets it judges")
     return Estimate(device, list(tasks.values()), basis)
 
 

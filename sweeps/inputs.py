@@ -10,7 +10,7 @@ subnetwork retraining its search's good mask, importance and record.
 
 from __future__ import annotations
 
-from tickets.bisection import KIND as BISECT
+from tickets.bisection import SEARCH_KINDS
 from tickets.branches import BRANCHES, BranchConfig
 from tickets.paths import GOOD_MASK, IMPORTANCE, MASK, METRICS, REWIND_POINT_WEIGHTS, TRAJECTORY_SETTINGS, level_dir
 
@@ -21,7 +21,7 @@ def source_files(piece: Piece) -> list[str]:
     """The files of `piece`'s source folder that running `piece` reads (none for a piece without a source)."""
     if piece.is_root:
         return []
-    if piece.kind == BISECT:
+    if piece.kind in SEARCH_KINDS:
         pruned = range(1, piece.recipe.levels + 1)
         return [TRAJECTORY_SETTINGS, REWIND_POINT_WEIGHTS, f"{level_dir('', 0)}/{METRICS}",
                 *(f"{level_dir('', lv)}/{name}" for lv in pruned for name in (MASK, METRICS))]

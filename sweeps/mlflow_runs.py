@@ -38,6 +38,7 @@ SEARCH_SCALARS = {"full_metric": "full_metric", "good_metric_before_retraining":
                   "weight_sparsity": "good_sparsity"}
 METRIC_ACTUAL_SPARSITY = "actual_sparsity"
 KNOWN_RUN_KINDS = (cv.RUN_KIND_TRAJECTORY, cv.RUN_KIND_BRANCH, cv.RUN_KIND_STRUCTURED)
+VERSIONS_SEPARATOR = " | "
 
 
 def series_tags(series: Series, source_run_id: str | None = None) -> dict[str, str]:
@@ -107,9 +108,12 @@ def check_layout(client, experiment_id: str, name: str) -> None:
     client.set_experiment_tag(experiment_id, cv.EXPERIMENT_TAG_LAYOUT, cv.LAYOUT_VERSION)
 
 
-def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str) -> bool:
-    """Log one finished level (metrics at step = level, mask and metrics.json artifacts); False if already logged."""
-    if level in tracking.logged_steps(client, run_id, cv.METRIC_SPARSITY):
+def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str,
+               versions_tags: dict[str, str] | None = None) -> bool:
+    """Log one finished level (metrics at step = level, mask and metrics.json artifacts, the library versions it ran
+    on added to the run's versions tag); False if already logged. `versions_tags`: as `tag_versions` takes it."""
+    logged = tracking.logged_steps(client, run_id, cv.METRIC_SPARSITY)
+    if level in logged:
         return False
     metrics = finished_metrics(result_dir)
     tracking.log_file_as(client, run_id, os.path.join(result_dir, mask_name(piece)), cv.mask_artifact_path(level))
@@ -121,6 +125,9 @@ def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str) -
     if "rewind_steps" in metrics:
         client.set_tag(run_id, cv.TAG_REWIND, str(metrics["rewind_steps"]))
     log_mask_distances(client, run_id, level, metrics.get("mask_distance") or [])
+    if "evaluated" in metrics:
+        client.set_tag(run_id, cv.ticket_tag(level), ticket_evaluation(metrics))
+    tag_versions(client, run_id, metrics.get("versions"), bool(logged), {} if versions_tags is None else versions_tags)
     values = {k: v for k, v in metrics["metrics"].items() if isinstance(v, (int, float))}
     values.update({k: metrics[k] for k in SCALARS if isinstance(metrics.get(k), (int, float))})
     if piece.is_structured:
@@ -130,6 +137,35 @@ def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str) -
     values[cv.METRIC_SPARSITY] = level_sparsity(piece, level, metrics["sparsity"])
     tracking.log_step(client, run_id, level, values, last=cv.METRIC_SPARSITY)
     return True
+
+
+def tag_versions(client, run_id: str, versions: dict | None, has_levels: bool, known: dict[str, str]) -> None:
+    """Add the library versions a level ran on (its metrics.json `versions`; older records have none) to the run's
+    versions tag, set only when its value changes. `known`: each run's tag as this caller last read or wrote it
+    (updated here); the tag is read from MLflow only for a run that `known` lacks and that already `has_levels`."""
+    if not versions:
+        return
+    if run_id not in known:
+        known[run_id] = client.get_run(run_id).data.tags.get(cv.TAG_VERSIONS, "") if has_levels else ""
+    merged = merged_versions(known[run_id], versions)
+    if merged != known[run_id]:
+        client.set_tag(run_id, cv.TAG_VERSIONS, merged)
+        known[run_id] = merged
+
+
+def merged_versions(tag: str, versions: dict) -> str:
+    """The versions tag `tag` ('' when empty) with the set `versions` ('torch=2.13.0 transformers=5.25.0
+    deepspeed=none') added after the sets it holds, unless it holds it already."""
+    text = " ".join(f"{name}={value or 'none'}" for name, value in versions.items())
+    seen = tag.split(VERSIONS_SEPARATOR) if tag else []
+    return tag if text in seen else VERSIONS_SEPARATOR.join([*seen, text])
+
+
+def ticket_evaluation(metrics: dict) -> str:
+    """How a ticket search's level record got its verdict: measured, predicted or inferred."""
+    if metrics["evaluated"]:
+        return "measured"
+    return "predicted" if metrics.get("predicted") else "inferred"
 
 
 def log_mask_distances(client, run_id: str, level: int, points: list[dict]) -> None:
@@ -283,7 +319,8 @@ class SweepRuns:
         levels are read once, before any `result_dir`, which on an object store downloads the level's files."""
         run_id = self.run_ids[series.key]
         logged = tracking.logged_steps(self.client, run_id, cv.METRIC_SPARSITY)
-        return sum(log_result(self.client, run_id, piece, level, self.store.result_dir(piece, level))
+        versions_tags: dict[str, str] = {}  # trials write the tag too: what this driver knows holds for one call
+        return sum(log_result(self.client, run_id, piece, level, self.store.result_dir(piece, level), versions_tags)
                    for piece, level in self._finished_levels(series, pieces) if level not in logged)
 
     def _finished_levels(self, series: Series, pieces: list[Piece] | None = None) -> list[tuple[Piece, int]]:
@@ -315,6 +352,7 @@ class TrialRecorder:
         self.run_id = run_id
         self.client = None
         self.failed = run_id is None
+        self.versions_tags: dict[str, str] = {}
         self._call(self._connect, uri)
 
     def _connect(self, uri: str) -> None:
@@ -339,7 +377,7 @@ class TrialRecorder:
 
     def level(self, piece: Piece, level: int, result_dir: str) -> None:
         """Log one finished level (no-op when already logged)."""
-        self._call(lambda: log_result(self.client, self.run_id, piece, level, result_dir))
+        self._call(lambda: log_result(self.client, self.run_id, piece, level, result_dir, self.versions_tags))
 
 
 def run_status_callback(runs: SweepRuns, pieces: dict[str, Piece]):

@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 
 from cluster.conventions import SUBNETWORK_SEARCH
-from tickets.bisection import KIND as BISECT
-from tickets.bisection import bisection_key
+from tickets.bisection import SEARCH_KINDS, bisection_key
 from tickets.branches import BRANCHES, TICKET
 from tickets.config import TrajectoryConfig, content_hash
 from tickets.standard import chain_key
@@ -25,7 +24,7 @@ from .spec import Spec
 TRAJECTORY = "trajectory"
 STRUCTURED_PREFIX = "structured-"
 STRUCTURED_SEARCH = STRUCTURED_PREFIX + SUBNETWORK_SEARCH
-CHAIN_KINDS = (TRAJECTORY, *(name for name, kind in BRANCHES.items() if kind.chain), BISECT)
+CHAIN_KINDS = (TRAJECTORY, *(name for name, kind in BRANCHES.items() if kind.chain), *SEARCH_KINDS)
 
 
 @dataclass(frozen=True)
@@ -140,16 +139,17 @@ def build_plan(spec: Spec) -> list[Piece]:
 
 def ticket_pieces(spec: Spec, traj: Piece) -> list[Piece]:
     """The ticket evaluations of an early-stopped trajectory, trained to the end without early stopping: one ticket
-    run per level the spec lists (or every pruned level), or one bisection over its levels once the trajectory's last
-    level is done (none without early stopping)."""
+    run per level the spec lists (or every pruned level), or one search over its levels (bisection or the predicted
+    boundary) once the trajectory's last level is done (none without early stopping)."""
     early = spec.pruning.early_stop
     if early is None:
         return []
     recipe = traj.recipe.without_early_stop()
     task, last = traj.recipe.task, traj.recipe.levels
-    if early.bisects:
-        return [Piece(BISECT, bisection_key(recipe, traj.key, early.tolerance), f"{traj.name}-{BISECT}", recipe,
-                      traj.rewind_label, traj.key, task, last, {"tolerance": early.tolerance})]
+    if early.search is not None:
+        key = bisection_key(recipe, traj.key, early.tolerance, early.search)
+        return [Piece(early.search, key, f"{traj.name}-{early.search}", recipe, traj.rewind_label, traj.key, task, last,
+                      {"tolerance": early.tolerance})]
     return [Piece(TICKET, branch_key(TICKET, recipe, traj.recipe, level, {}), f"{traj.name}-{TICKET}-L{level}",
                   recipe, traj.rewind_label, traj.key, task, level) for level in spec.ticket_levels()]
 

@@ -26,6 +26,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValida
 
 from cluster.errors import ClusterError
 from cluster.storage import ObjectStore, fetch_copy, is_uri
+from tickets.bisection import BOUNDARY, KIND as BISECT
 from tickets.branches import (BRANCH_KINDS, DEFAULT_REINIT_SCOPE, REINIT_SCOPES, TICKET, branch_options,
                               get_branch_kind)
 from tickets.config import EarlyStopConfig, TrainConfig, TrajectoryConfig
@@ -42,7 +43,8 @@ from .yamlines import line_of, load_with_lines
 
 DEFAULT_STORAGE = "sweep_storage"
 LEVEL_BRANCHES = tuple(kind for kind in BRANCH_KINDS if kind not in ("transfer", TICKET))  # tickets: early_stop
-EVALUATE_ALL, EVALUATE_BISECT = "all", "bisect"
+EVALUATE_ALL, EVALUATE_BISECT, EVALUATE_BOUNDARY = "all", "bisect", "boundary"
+SEARCHES = {EVALUATE_BISECT: BISECT, EVALUATE_BOUNDARY: BOUNDARY}  # evaluate: word -> ticket search kind
 _TRAJECTORY = settings_of(TrajectoryConfig)
 _EARLY_STOP = settings_of(EarlyStopConfig)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
@@ -76,7 +78,7 @@ def _all_levels(value: Any) -> Any:
 
 
 def _levels_or_word(value: Any) -> Any:
-    return value if value in (EVALUATE_ALL, EVALUATE_BISECT) else as_list(value)
+    return value if value in (EVALUATE_ALL, *SEARCHES) else as_list(value)
 
 
 TaskName = Annotated[str, PlainValidator(_canonical_task)]
@@ -102,36 +104,41 @@ class _PruningSection(Strict):
 class _EarlyStopSection(Strict):
     @model_validator(mode="after")
     def _tolerance_for_bisect(self) -> _EarlyStopSection:
-        if self.evaluate == EVALUATE_BISECT and self.tolerance is None:
-            raise ValueError("evaluate: bisect needs tolerance (how far below the seed's dense metric a ticket may "
-                             "be and still match)")
-        if self.evaluate != EVALUATE_BISECT and self.tolerance is not None:
-            raise ValueError("tolerance applies to evaluate: bisect only")
+        if self.search is not None and self.tolerance is None:
+            raise ValueError(f"evaluate: {self.evaluate} needs tolerance (how far below the seed's dense metric a "
+                             "ticket may be and still match)")
+        if self.search is None and self.tolerance is not None:
+            raise ValueError("tolerance applies to evaluate: bisect or boundary only")
         return self
 
     def config(self) -> EarlyStopConfig:
         """The engine's EarlyStopConfig."""
-        return EarlyStopConfig(self.window, self.threshold, self.check_every)
+        return EarlyStopConfig(self.window, self.threshold, self.check_every, self.relative)
 
     @property
-    def bisects(self) -> bool:
-        """True when the tickets are judged by bisection over levels, False for a fixed list (or all)."""
-        return self.evaluate == EVALUATE_BISECT
+    def search(self) -> str | None:
+        """The ticket search kind that judges the tickets (bisection or the predicted boundary), None for a fixed
+        list of levels (or all)."""
+        return SEARCHES.get(self.evaluate) if isinstance(self.evaluate, str) else None
 
 
 EarlyStop = create_model(
     "EarlyStop", __base__=_EarlyStopSection,
     __doc__="Early tickets: pruned levels stop once their next mask has converged (Early-Bird); each level's ticket "
-            "is evaluated by a full-length training (`evaluate`: all, a list of levels, or bisect).",
+            "is evaluated by a full-length training (`evaluate`: all, a list of levels, bisect or boundary).",
     window=spec_field(replace(_EARLY_STOP["window"], default=5, bounds={"ge": 1})),
-    **spec_fields(EarlyStopConfig, ("threshold", "check_every")),
-    evaluate=(Annotated[Literal[EVALUATE_ALL, EVALUATE_BISECT] | list[Annotated[int, Field(ge=1)]],
+    **spec_fields(EarlyStopConfig, ("threshold", "relative", "check_every")),
+    evaluate=(Annotated[Literal[EVALUATE_ALL, EVALUATE_BISECT, EVALUATE_BOUNDARY]
+                        | list[Annotated[int, Field(ge=1)]],
                         BeforeValidator(_levels_or_word)],
               Field(default=EVALUATE_ALL, description="which levels' tickets are trained to the end: all, a list of "
-                                                      "levels, or bisect (the sparsest matching level by bisection)")),
+                                                      "levels, bisect (the sparsest matching level by bisection) or "
+                                                      "boundary (only the level the search's early-stopped metrics "
+                                                      "predict as the sparsest matching one and the next sparser, "
+                                                      "every other level shown as predicted)")),
     tolerance=(Annotated[float, Field(ge=0)] | None,
-               Field(default=None, description="bisect: a ticket matches when its main metric is at least its seed's "
-                                               "dense metric minus this (plus, where lower is better)")),
+               Field(default=None, description="bisect, boundary: a ticket matches when its main metric is at least "
+                                               "its seed's dense metric minus this (plus, where lower is better)")),
 )
 
 Pruning = create_model(
@@ -302,9 +309,9 @@ class Spec(Strict):
         )
 
     def ticket_levels(self) -> list[int]:
-        """The levels whose tickets an early-stopped sweep trains to the end (all or a list; none for bisect)."""
+        """The levels whose tickets an early-stopped sweep trains to the end (all or a list; none for a search)."""
         early = self.pruning.early_stop
-        if early is None or early.bisects:
+        if early is None or early.search is not None:
             return []
         return list(range(1, self.last_level + 1)) if early.evaluate == EVALUATE_ALL else sorted(set(early.evaluate))
 

@@ -88,9 +88,17 @@ def cost_lines(estimate: Estimate) -> list[str]:
     return lines
 
 
+def unevaluated_text(metrics: dict) -> str:
+    """What the summary shows for a level whose ticket was not trained to the end."""
+    if metrics.get("predicted"):
+        return f"predicted {'match' if metrics['matches'] else 'no match'} (not evaluated)"
+    return "not evaluated"
+
+
 def results_table(result: SweepResult, limit: int = 40) -> Table | None:
-    """The main dev metric of every finished level and branch, "not evaluated" for a level a bisection only inferred
-    (None for sweeps of more than `limit` trials)."""
+    """The main dev metric of every finished level and branch; for a level a ticket search did not train to the end,
+    its verdict marked as predicted (boundary) or "not evaluated" (bisection), never a value (None for sweeps of more
+    than `limit` trials)."""
     if len(result.pieces) > limit:
         return None
     store = ResultsStore(result.storage)
@@ -101,8 +109,8 @@ def results_table(result: SweepResult, limit: int = 40) -> Table | None:
         for level in store.finished_levels(piece):
             metrics = store.level_metrics(piece, level)
             name = metrics["main_metric"]
-            inferred = metrics.get("evaluated") is False  # a bisection's verdict without a ticket training
-            shown = "not evaluated" if inferred else f"{metrics['metrics'][name]:.4f}"
+            evaluated = metrics.get("evaluated") is not False
+            shown = f"{metrics['metrics'][name]:.4f}" if evaluated else unevaluated_text(metrics)
             table.add_row(piece.name, str(level), f"{metrics['sparsity']:.3f}", name, shown)
     return table
 

@@ -33,7 +33,7 @@ from tickets.structured.runs import SearchConfig, run_retrain, run_search
 from tickets.usage import METER
 
 from .data_source import check_data, data_plan, local_recipe
-from .plan import BISECT, STRUCTURED_SEARCH, Piece
+from .plan import SEARCH_KINDS, STRUCTURED_SEARCH, Piece
 from .store import ResultsStore
 from .mlflow_runs import TrialRecorder
 
@@ -109,9 +109,9 @@ def _run_piece(config: dict) -> None:
 
     if piece.is_trajectory:
         run_trajectory(piece.recipe, local.path(piece.key), on_level=on_level, progress=False)
-    elif piece.kind == BISECT:
+    elif piece.kind in SEARCH_KINDS:
         run_bisection(piece.recipe, local.path(piece.source_key), local.path(piece.key), piece.options["tolerance"],
-                      key=piece.key, on_level=on_level, progress=False)
+                      key=piece.key, on_level=on_level, progress=False, kind=piece.kind)
     elif piece.is_chain:
         run_standard(piece.recipe, local.path(piece.source_key), local.path(piece.key), key=piece.key,
                      on_level=on_level, progress=False)

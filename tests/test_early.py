@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from torch import nn
 from rich.console import Console
 
 from conftest import GLUE_DIR
@@ -15,11 +16,13 @@ from sweeps.result import SweepResult
 from sweeps.spec import load_spec
 from sweeps.store import ResultsStore
 from sweeps.terminal import results_table
-from tickets.bisection import MONOTONE_ASSUMPTION, bisect_sparsest, run_bisection
+from tickets.bisection import (BOUNDARY, MONOTONE_ASSUMPTION, SEARCH_KINDS, bisect_sparsest, confirm_boundary,
+                               predict_boundary, run_bisection)
 from tickets.branches import BranchConfig, run_branch
 from tickets.config import EarlyStopConfig, TrainConfig, TrajectoryConfig
-from tickets.early import converged, mask_distance
+from tickets.early import MaskWatch, converged, level_threshold, mask_distance
 from tickets.errors import TicketsError
+from tickets.settings import check
 from tickets.imp import finished_levels, run_trajectory
 from tickets.masks import Mask
 from tickets.paths import HEAD_WEIGHTS, MASK, NEXT_MASK, TICKET_EVALUATIONS, TRAINED_WEIGHTS, level_dir
@@ -77,6 +80,50 @@ def test_the_early_bird_rule_needs_a_full_window_of_small_distances():
     assert not converged([0.0] * 9, window=0, threshold=0.1)
 
 
+class OneMatrix(nn.Module):
+    """A stand-in with one prunable matrix under `base_model_prefix`, whose magnitudes a test sets directly."""
+
+    base_model_prefix = "encoder"
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.encoder = nn.Module()
+        self.encoder.w = nn.Parameter(torch.zeros(size))
+
+
+def watch_distances(distances: list[float], rule: EarlyStopConfig, size: int = 1000) -> MaskWatch:
+    """A MaskWatch (half the weights kept) fed weights whose top half changes between checks by exactly
+    `distances` (normalised Hamming distance d: d x size / 2 weights swap in and out)."""
+    model = OneMatrix(size)
+    half = size // 2
+    order = torch.randperm(size, generator=torch.Generator().manual_seed(0))
+    kept, pruned = order[half:], order[:half]
+    watch = MaskWatch("magnitude", 0.5, 0, {"w": torch.ones(size, dtype=torch.bool)}, 1, rule, may_stop=True)
+    for step, distance in enumerate([0.0, *distances]):
+        swap = round(distance * size / 2)
+        kept, pruned = torch.cat([pruned[:swap], kept[swap:]]), torch.cat([kept[:swap], pruned[swap:]])
+        with torch.no_grad():
+            model.encoder.w[kept] = torch.linspace(2, 3, half)
+            model.encoder.w[pruned] = torch.linspace(0, 1, half)
+        if watch(step, model):
+            break
+    return watch
+
+
+def test_a_relative_threshold_stops_a_level_whose_distances_fall_below_the_fraction_of_its_first_only():
+    relative = EarlyStopConfig(window=2, threshold=0.1, relative=0.5)
+    falling = watch_distances([0.1, 0.06, 0.04, 0.04, 0.02], relative)
+    assert [d["distance"] for d in falling.distances] == pytest.approx([0.1, 0.06, 0.04, 0.04])
+    assert falling.stopped_at == 4 and falling.converged_at == 4  # 0.04 and 0.04 <= 0.5 x 0.1
+    flat = watch_distances([0.1, 0.08, 0.07, 0.06, 0.06, 0.055], relative)
+    assert flat.stopped_at is None and flat.converged_at is None and len(flat.distances) == 6
+    fixed = watch_distances([0.1, 0.08, 0.07, 0.06, 0.06, 0.055], EarlyStopConfig(window=2, threshold=0.1))
+    assert fixed.stopped_at == 2  # the fixed Early-Bird threshold stops both at the first full window
+    assert level_threshold(relative, []) is None and level_threshold(relative, [0.1, 0.2]) == pytest.approx(0.05)
+    with pytest.raises(TicketsError, match="relative"):
+        check(EarlyStopConfig(window=2, relative=1.5))
+
+
 @pytest.mark.parametrize("size", [1000, 700_000])
 def test_pruning_keeps_exactly_what_a_stable_sort_keeps(size):
     """The selection that makes checks cheap prunes the same weights as sorting every score (ties in index order,
@@ -127,8 +174,9 @@ def test_a_met_threshold_stops_each_pruned_level_and_draws_its_next_mask_there(e
     assert _mask_hash(early, 1) == _mask_hash(full, 1)  # drawn at the end of the same full-length level 0
     for level in (1, 2):
         metrics = _level(early, level)
-        assert metrics["early_stop"] == {"window": 2, "threshold": 1.0, "check_every": 1, "may_stop": True,
-                                         "converged": True, "converged_at_step": 2, "stopped_at_step": 2}
+        assert metrics["early_stop"] == {"window": 2, "threshold": 1.0, "relative": None, "level_threshold": 1.0,
+                                         "check_every": 1, "may_stop": True, "converged": True,
+                                         "converged_at_step": 2, "stopped_at_step": 2}
         assert metrics["steps"] == 2 and [p["step"] for p in metrics["mask_distance"]] == [1, 2]
     assert _mask_hash(early, 2) != _mask_hash(full, 2)
 
@@ -246,7 +294,7 @@ storage: {tmp_path / "storage"}
     ("{windw: 5}", "", "pruning.early_stop.windw", "did you mean 'window'"),
     ("{evaluate: bisect}", "", "pruning.early_stop", "needs tolerance"),
     ("{evaluate: [1, 3]}", "", "pruning.early_stop.evaluate.1", "beyond the last IMP level (2)"),
-    ("{evaluate: all, tolerance: 0.01}", "", "pruning.early_stop", "bisect only"),
+    ("{evaluate: all, tolerance: 0.01}", "", "pruning.early_stop", "bisect or boundary only"),
     ("{threshold: 1.5}", "", "pruning.early_stop.threshold", ""),
     ("{window: 0}", "", "pruning.early_stop.window", ""),
     ("{}", ", rewind_head: false", "pruning.early_stop", "needs rewind_head"),
@@ -279,29 +327,29 @@ def test_the_plan_of_an_early_spec_has_its_ticket_pieces(tmp_path):
     assert len({p.key for p in every + listed + bisect}) == len(every) + len(listed) + 2
 
 
-def test_early_report_against_full_imp(tmp_path, full, early):
-    """Both arms of a tiny study, run piece by piece by the engine into one results store (seed 0's trajectories
-    taken from the fixtures by their content keys) and logged to one MLflow store by the sweep's own logging; the
-    report states steps, stops, tickets, matching and mask overlap."""
+def _record_arms(tmp_path, full, early, arms: dict[str, str]) -> str:
+    """Each arm of a tiny study (name -> early_stop), run piece by piece by the engine into one results store (seed
+    0's trajectories taken from the fixtures by their content keys) and logged to one MLflow store by the sweep's own
+    logging; returns the store's URI."""
     import shutil
 
-    import pandas as pd
-
-    from analysis.__main__ import main
     from cluster import tracking
     from sweeps.mlflow_runs import SweepRuns, check_layout
 
     uri = f"sqlite:///{tmp_path}/mlruns.db"
-    for name, early_stop in (("full_arm", ""), ("early_arm", "{window: 2, threshold: 1.0, check_every: 1}")):
+    for name, early_stop in arms.items():
         spec = load_spec(_spec_file(tmp_path, early_stop, name=name))
         plan = build_plan(spec)
         store = ResultsStore(spec.storage)
         finished = {FULL.content_key(): full, STOPS.content_key(): early}
         for piece in plan:
-            if piece.key in finished:
+            if piece.key in finished and not os.path.isdir(store.path(piece.key)):
                 shutil.copytree(finished[piece.key], store.path(piece.key))
             if piece.is_trajectory:
                 run_trajectory(piece.recipe, store.path(piece.key), progress=False)
+            elif piece.kind in SEARCH_KINDS:
+                run_bisection(piece.recipe, store.path(piece.source_key), store.path(piece.key),
+                              piece.options["tolerance"], key=piece.key, progress=False, kind=piece.kind)
             else:
                 branch = BranchConfig(piece.kind, piece.recipe, store.source_mask(piece), store.path(piece.source_key))
                 run_branch(branch, store.path(piece.key), run_key=piece.key, progress=False)
@@ -309,6 +357,18 @@ def test_early_report_against_full_imp(tmp_path, full, early):
         experiment = tracking.ensure_experiment(client, spec.name, uri)
         check_layout(client, experiment, spec.name)
         SweepRuns(client, experiment, plan, store).reconcile(ended=True)
+    return uri
+
+
+def test_early_report_against_full_imp(tmp_path, full, early):
+    """Both arms of a tiny study in one MLflow store; the report states steps, stops, tickets, matching and mask
+    overlap."""
+    import pandas as pd
+
+    from analysis.__main__ import main
+
+    arms = {"full_arm": "", "early_arm": "{window: 2, threshold: 1.0, check_every: 1}"}
+    uri = _record_arms(tmp_path, full, early, arms)
     out = tmp_path / "report"
     assert main(["early", "--experiment", "early_arm", "--against", "full_arm", "--tracking-uri", uri,
                  "--out", str(out)]) == 0
@@ -325,3 +385,85 @@ def test_early_report_against_full_imp(tmp_path, full, early):
     assert (out / "early_distances_sst2.png").stat().st_size > 0
     text = (out / "early.md").read_text()
     assert "ratio 1.22" in text and "sparsest matching level, full IMP: level 2" in text
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 9])
+def test_a_boundary_search_trains_the_predicted_level_and_the_next_sparser_and_walks_on_where_it_missed(count):
+    levels = list(range(1, count + 1))
+    for boundary in range(count + 1):  # levels 1..boundary match, the sparser ones do not
+        for predicted in range(count + 1):
+            judged = []
+
+            def matches(level):
+                judged.append(level)
+                return level <= boundary
+
+            found, trace = confirm_boundary(levels, predicted, matches)
+            assert found == (boundary or None) and [step["level"] for step in trace] == judged
+            assert len(set(judged)) == len(judged)
+            if predicted == boundary:  # a hit: that level and the next sparser one, no more
+                assert set(judged) == {lv for lv in (boundary, boundary + 1) if 1 <= lv <= count}
+            elif predicted > boundary:  # too sparse: down from the prediction to the boundary
+                assert len(judged) == predicted - boundary + (boundary >= 1)
+            else:  # too dense: up from the prediction past the boundary
+                assert len(judged) == (predicted >= 1) + boundary - predicted + (boundary < count)
+
+
+def test_the_boundary_is_predicted_from_the_early_stopped_metrics_and_measured_levels_count_as_they_are():
+    early = {1: 0.80, 2: 0.81, 3: 0.805, 4: 0.79, 5: 0.83}
+    assert predict_boundary([1, 2, 3, 4, 5], early, {}, 0.01, lower=False) == (
+        3, {1: True, 2: True, 3: True, 4: False, 5: True})  # 0.79 < 0.81 - 0.01: the first predicted failure
+    assert predict_boundary([1, 2, 3, 4, 5], early, {5: False}, 0.03, lower=False)[0] == 4
+    assert predict_boundary([1, 2], {1: 0.2, 2: 0.5}, {}, 0.1, lower=True) == (1, {1: True, 2: False})
+
+
+def test_a_boundary_run_marks_every_level_it_did_not_train_as_predicted_everywhere(tmp_path, full, early):
+    """Tolerance 1: every level is predicted to match, so only the sparsest (level 2) is trained to the end and level
+    1 is predicted: in its metrics.json, the MLflow run's tags and metrics, the sweep summary and the report."""
+    import pandas as pd
+
+    from analysis.__main__ import main
+    from cluster import conventions as cv
+    from cluster import tracking
+
+    stop = "{window: 2, threshold: 1.0, check_every: 1, evaluate: boundary, tolerance: 1.0}"
+    uri = _record_arms(tmp_path, full, early, {"full_arm": "", "boundary_arm": stop})
+    spec = load_spec(_spec_file(tmp_path, stop, name="boundary_arm"))
+    pieces = [p for p in build_plan(spec) if p.kind == BOUNDARY]
+    store = ResultsStore(spec.storage)
+    assert len(pieces) == 2 and all(p.is_chain and p.options == {"tolerance": 1.0} for p in pieces)
+    for piece in pieces:
+        predicted, measured = (store.level_metrics(piece, level) for level in (1, 2))
+        assert predicted["evaluated"] is False and predicted["predicted"] is True and predicted["metrics"] == {}
+        assert predicted["matches"] and predicted["evaluation_steps"] == 0 and "early_metric" in predicted
+        assert measured["evaluated"] is True and "accuracy" in measured["metrics"]
+        record = measured["boundary"]
+        assert record["predicted_sparsest_matching_level"] == 2 == record["sparsest_matching_level"]
+        assert record["levels_evaluated"] == [2] and record["prediction_hit"] is True
+        assert record["predicted_matches"] == {"1": True, "2": True} and record["predictor"]
+    client = tracking.client(uri)
+    experiment = client.get_experiment_by_name("boundary_arm").experiment_id
+    runs = client.search_runs([experiment], filter_string=f"tags.{cv.TAG_BRANCH_KIND} = '{BOUNDARY}'")
+    assert len(runs) == 2
+    for run in runs:
+        assert run.data.tags[cv.ticket_tag(1)] == "predicted" and run.data.tags[cv.ticket_tag(2)] == "measured"
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [2]
+    console = Console(record=True, width=200)
+    console.print(results_table(SweepResult("boundary_arm", store.storage, "", pieces)))
+    rows = {line.split()[1]: line for line in console.export_text().splitlines()
+            if line.split()[:1] == [pieces[0].name]}
+    assert "predicted match (not evaluated)" in rows["1"] and "predicted" not in rows["2"]
+    out = tmp_path / "report"
+    assert main(["early", "--experiment", "boundary_arm", "--against", "full_arm", "--tracking-uri", uri,
+                 "--out", str(out)]) == 0
+    levels = pd.read_csv(out / "early.csv").set_index("level")
+    assert levels.loc[1, "predicted"] == 2 and levels.loc[1, "ticket_n"] == 0
+    assert levels.loc[2, "predicted"] == 0 and levels.loc[2, "ticket_n"] == 2
+    boundaries = pd.read_csv(out / "early_boundary.csv")
+    assert sorted(boundaries["seed"]) == [0, 1] and set(boundaries["predicted_level"]) == {2}
+    assert set(boundaries["full_level"]) == {2} and boundaries["predicted_hit"].all()  # tolerance 1: all match
+    summary = pd.read_csv(out / "early_summary.csv").iloc[0]
+    assert summary["boundary_predicted_hit_rate"] == 1.0 and summary["boundary_seeds"] == 2
+    assert summary["evaluation_steps"] == 2 * 6  # level 2 of each seed (6 steps); level 1 never trained
+    text = (out / "early.md").read_text()
+    assert "PREDICTED, NOT MEASURED" in text and "Boundary search, per seed" in text

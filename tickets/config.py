@@ -16,7 +16,7 @@ from .settings import check, setting
 # identity is), how far the trajectory runs, how often it is evaluated on the way.
 IDENTITY_EXCLUDED = frozenset({"data_dir", "model", "levels", "train.eval_every", "task"})
 # Without early stopping, how often the next mask is drawn is a measurement that changes no result.
-EARLY_STOP_SETTINGS = frozenset({"early_stop.threshold", "early_stop.check_every"})
+EARLY_STOP_SETTINGS = frozenset({"early_stop.threshold", "early_stop.check_every", "early_stop.relative"})
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,8 @@ class TrainConfig:
 class EarlyStopConfig:
     """Early-Bird stopping of pruned IMP levels (You et al. 2020): every `check_every` steps a level draws the mask the
     next level would get and measures its normalised Hamming distance to the previous check's; with `window` > 0 a
-    pruned level that has a next level stops once its last `window` distances are all <= `threshold`."""
+    pruned level that has a next level stops once its last `window` distances are all <= `threshold`, or, with
+    `relative` > 0, all <= `relative` x the level's first distance (a threshold on the level's own scale)."""
 
     window: int = setting(0, "stop a pruned level once its last N mask distances are all <= the threshold (0: train "
                              "every level to the end)", ge=0, flag="--early-stop-window")
@@ -61,11 +62,18 @@ class EarlyStopConfig:
                                     "converged", ge=0, le=1, flag="--early-stop-threshold")
     check_every: int = setting(0, "draw the next level's mask every N optimizer steps, from step 0 (0: a tenth of the "
                                   "level's steps)", ge=0, flag="--mask-check-every")
+    relative: float = setting(0.0, "stop once the last N mask distances are all <= this fraction of the level's first "
+                                   "distance, instead of the fixed threshold (0: the fixed threshold)", ge=0, lt=1,
+                              flag="--early-stop-relative")
 
     @property
     def enabled(self) -> bool:
         """True when pruned levels may stop early."""
         return self.window > 0
+
+    def threshold_for(self, first_distance: float) -> float:
+        """The distance at or below which a level's next mask counts as converged, given its first distance."""
+        return self.relative * first_distance if self.relative else self.threshold
 
     def every(self, steps: int) -> int:
         """Steps between two checks in a level of `steps` optimizer steps."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import TrajectoryConfig
+from .config import EarlyStopConfig, TrajectoryConfig
 from .errors import TicketsError
 from .models import base_model
 from .pruning import prune, target_sparsity
@@ -36,6 +36,14 @@ def mask_distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> flo
 def converged(distances: list[float], window: int, threshold: float) -> bool:
     """The Early-Bird rule: the last `window` distances (at least that many) are all <= `threshold`."""
     return window > 0 and len(distances) >= window and all(d <= threshold for d in distances[-window:])
+
+
+def level_threshold(rule: EarlyStopConfig, distances: list[float]) -> float | None:
+    """The threshold a level's distances are held to: the fixed one, or with a relative rule that fraction of the
+    level's first distance (None before the first distance)."""
+    if not rule.relative:
+        return rule.threshold
+    return rule.threshold_for(distances[0]) if distances else None
 
 
 def next_draw(cfg: TrajectoryConfig, level: int) -> tuple[float, int] | None:
@@ -58,8 +66,7 @@ class MaskWatch:
     seed: int
     current: dict[str, torch.Tensor]
     every: int
-    window: int
-    threshold: float
+    rule: EarlyStopConfig
     may_stop: bool
     distances: list[dict] = field(default_factory=list)
     seconds: float = 0.0
@@ -77,8 +84,9 @@ class MaskWatch:
         if self._previous is not None:
             self.distances.append({"step": step, "distance": mask_distance(self._previous, keep)})
         self._previous = keep
-        if self.converged_at is None and converged([d["distance"] for d in self.distances], self.window,
-                                                   self.threshold):
+        distances = [d["distance"] for d in self.distances]
+        threshold = level_threshold(self.rule, distances)
+        if self.converged_at is None and threshold is not None and converged(distances, self.rule.window, threshold):
             self.converged_at = step
         stop = self.may_stop and self.converged_at is not None
         if stop:
@@ -98,7 +106,7 @@ def level_watch(cfg: TrajectoryConfig, mask_tensors: dict[str, torch.Tensor], le
         return None
     sparsity, seed = draw
     rule = cfg.early_stop
-    return MaskWatch(cfg.method, sparsity, seed, mask_tensors, rule.every(steps), rule.window, rule.threshold,
+    return MaskWatch(cfg.method, sparsity, seed, mask_tensors, rule.every(steps), rule,
                      may_stop=rule.enabled and level >= 1)
 
 
@@ -112,6 +120,9 @@ def level_record(cfg: TrajectoryConfig, watch: MaskWatch | None) -> dict:
     if cfg.early_stop.enabled:
         record["early_stop"] = {
             "window": cfg.early_stop.window, "threshold": cfg.early_stop.threshold,
+            "relative": cfg.early_stop.relative or None,
+            "level_threshold": None if watch is None else level_threshold(
+                cfg.early_stop, [d["distance"] for d in watch.distances]),
             "check_every": None if watch is None else watch.every,
             "may_stop": watch is not None and watch.may_stop,
             "converged": watch is not None and watch.converged_at is not None,
