@@ -320,8 +320,8 @@ def _document(experiment: str, against: str, summary: pd.DataFrame, levels: pd.D
     predicted = _search_records(records, BOUNDARY)
     if predicted:
         doc.callout("PREDICTED, NOT MEASURED: the boundary search trains to the end only the level its prediction "
-                    "names as the sparsest matching one and the next sparser one (walking on, one level at a time, "
-                    "where a verdict contradicts the prediction). Prediction: " + predicted[0]["predictor"] + ". "
+                    "names as the sparsest matching one and the next sparser one (bisecting the levels on the side a "
+                    "verdict points to where it contradicts the prediction). Prediction: " + predicted[0]["predictor"] + ". "
                     "Every other level's verdict is predicted (column `predicted`) and has no ticket accuracy; "
                     "the search column is the dev metric where a level stopped, not its ticket's.")
     for problem in problems:

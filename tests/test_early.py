@@ -388,7 +388,7 @@ def test_early_report_against_full_imp(tmp_path, full, early):
 
 
 @pytest.mark.parametrize("count", [1, 2, 5, 9])
-def test_a_boundary_search_trains_the_predicted_level_and_the_next_sparser_and_walks_on_where_it_missed(count):
+def test_a_boundary_search_trains_the_predicted_level_and_the_next_sparser_and_bisects_where_it_missed(count):
     levels = list(range(1, count + 1))
     for boundary in range(count + 1):  # levels 1..boundary match, the sparser ones do not
         for predicted in range(count + 1):
@@ -403,10 +403,9 @@ def test_a_boundary_search_trains_the_predicted_level_and_the_next_sparser_and_w
             assert len(set(judged)) == len(judged)
             if predicted == boundary:  # a hit: that level and the next sparser one, no more
                 assert set(judged) == {lv for lv in (boundary, boundary + 1) if 1 <= lv <= count}
-            elif predicted > boundary:  # too sparse: down from the prediction to the boundary
-                assert len(judged) == predicted - boundary + (boundary >= 1)
-            else:  # too dense: up from the prediction past the boundary
-                assert len(judged) == (predicted >= 1) + boundary - predicted + (boundary < count)
+            else:  # a miss: bisection of the levels on the side the verdicts point to
+                side = predicted - 1 if predicted > boundary else count - predicted - 1
+                assert len(judged) <= 2 + side.bit_length() and judged[0] == (predicted or 1)
 
 
 def test_the_boundary_is_predicted_from_the_early_stopped_metrics_and_measured_levels_count_as_they_are():

@@ -7,7 +7,7 @@ early is not its ticket's: each ticket judged needs a full-length training from 
 - `ticket-bisect`: bisection over the pruned levels (the sparsest first, then the middle of the undecided range).
 - `ticket-boundary`: the search's own signals predict the boundary (PREDICTOR: each stopped level's dev metric at its
   stop), and only the predicted sparsest matching level and the next sparser one are trained to the end; where a
-  verdict contradicts the prediction, the walk goes on one level at a time until the boundary is measured.
+  verdict contradicts the prediction, bisection of the levels on that side measures the boundary.
 
 One trajectory holds one seed, so a level matches when its ticket's main dev metric is at least that seed's dense
 (level 0) metric minus `tolerance` (at most plus it where lower is better); DESIGN.md's matching rule over seeds
@@ -51,34 +51,45 @@ PREDICTOR = ("a pruned level is predicted to match when the dev metric it reache
 
 def bisection_key(cfg: TrajectoryConfig, trajectory_key: str, tolerance: float, kind: str = KIND) -> str:
     """The content key of the ticket search `kind` over the trajectory with content key `trajectory_key`."""
+    fallback = {"fallback": "bisect"} if kind == BOUNDARY else {}  # how a missed prediction is settled
     return content_hash({"branch": kind, "tolerance": tolerance, "recipe": cfg.without_early_stop().identity(),
-                         "source": trajectory_key})
+                         "source": trajectory_key, **fallback})
+
+
+class _Judge:
+    """Judges levels of `levels` (densest first) by `matches`, keeping the trace of verdicts and reasons."""
+
+    def __init__(self, levels: list[int], matches: Callable[[int], bool]):
+        self.levels, self.matches, self.trace = levels, matches, []
+
+    def __call__(self, index: int, reason: str) -> bool:
+        verdict = bool(self.matches(self.levels[index]))
+        self.trace.append({"level": self.levels[index], "matches": verdict, "reason": reason})
+        return verdict
+
+    def bisect(self, matching: int, failing: int) -> int | None:
+        """The sparsest matching level between index `matching` (known to match, -1: none known) and `failing`
+        (known to fail, len(levels): none known), judging the middle of the undecided range until it is empty."""
+        while failing - matching > 1:
+            middle = (matching + failing) // 2
+            undecided = f"levels {self.levels[matching + 1]}-{self.levels[failing - 1]}"
+            if self(middle, f"the middle of the undecided {undecided}"):
+                matching = middle
+            else:
+                failing = middle
+        return self.levels[matching] if matching >= 0 else None
 
 
 def bisect_sparsest(levels: list[int], matches: Callable[[int], bool]) -> tuple[int | None, list[dict]]:
     """The sparsest of `levels` (given densest first) whose ticket matches, judging levels one by one as bisection
     picks them under MONOTONE_ASSUMPTION: the sparsest level first, then the middle of the undecided range. Returns it
     (None when none matches) and the judged levels in order, each with its verdict and why it was judged."""
-    trace: list[dict] = []
-
-    def judge(index: int, reason: str) -> bool:
-        verdict = bool(matches(levels[index]))
-        trace.append({"level": levels[index], "matches": verdict, "reason": reason})
-        return verdict
-
+    judge = _Judge(levels, matches)
     if not levels:
-        return None, trace
+        return None, judge.trace
     if judge(len(levels) - 1, "the sparsest level: if it matches, every denser level does"):
-        return levels[-1], trace
-    matching, failing = -1, len(levels) - 1  # levels[:matching + 1] match, levels[failing:] fail
-    while failing - matching > 1:
-        middle = (matching + failing) // 2
-        undecided = f"levels {levels[matching + 1]}-{levels[failing - 1]}"
-        if judge(middle, f"the middle of the undecided {undecided}"):
-            matching = middle
-        else:
-            failing = middle
-    return (levels[matching] if matching >= 0 else None), trace
+        return levels[-1], judge.trace
+    return judge.bisect(-1, len(levels) - 1), judge.trace
 
 
 def predict_boundary(levels: list[int], early: dict[int, float], measured: dict[int, bool], tolerance: float,
@@ -106,27 +117,16 @@ def predict_boundary(levels: list[int], early: dict[int, float], measured: dict[
 def confirm_boundary(levels: list[int], predicted: int, matches: Callable[[int], bool]) -> tuple[int | None,
                                                                                                 list[dict]]:
     """The sparsest of `levels` (densest first) whose ticket matches, judged from the `predicted` one (0: none
-    predicted to): that level and the next sparser one; where a verdict contradicts the prediction, one level at a
-    time on in its direction, under MONOTONE_ASSUMPTION. Returns it (None when none matches) and the judged levels in
+    predicted to): that level and the next sparser one; where a verdict contradicts the prediction, by bisection of
+    the levels on that side, under MONOTONE_ASSUMPTION. Returns it (None when none matches) and the judged levels in
     order with their verdicts and why each was judged."""
-    trace: list[dict] = []
-
-    def judge(index: int, reason: str) -> bool:
-        verdict = bool(matches(levels[index]))
-        trace.append({"level": levels[index], "matches": verdict, "reason": reason})
-        return verdict
-
+    judge = _Judge(levels, matches)
     index = levels.index(predicted) if predicted in levels else -1
     if index >= 0 and not judge(index, "the predicted sparsest matching level"):
-        index -= 1
-        while index >= 0 and not judge(index, "the prediction missed: the next denser level"):
-            index -= 1
-        return (levels[index] if index >= 0 else None), trace
-    reason = "the next sparser level, to confirm the boundary"
-    while index + 1 < len(levels) and judge(index + 1, reason):
-        index += 1
-        reason = "the next sparser level matched too: one sparser"
-    return (levels[index] if index >= 0 else None), trace
+        return judge.bisect(-1, index), judge.trace  # the prediction missed: the boundary is denser
+    if index + 1 >= len(levels) or not judge(index + 1, "the next sparser level, to confirm the boundary"):
+        return (levels[index] if index >= 0 else None), judge.trace
+    return judge.bisect(index + 1, len(levels)), judge.trace  # the next sparser matched too: the boundary is sparser
 
 
 def run_bisection(cfg: TrajectoryConfig, trajectory_dir: str, out_dir: str, tolerance: float, key: str | None = None,
@@ -180,16 +180,8 @@ def _decide(cfg: TrajectoryConfig, trajectory_dir: str, out_dir: str, tolerance:
     if kind == BOUNDARY:
         searched = {level: finished_metrics(level_dir(trajectory_dir, level)) for level in levels}
         early = {level: m["metrics"][metric] for level, m in searched.items()}
-        measured = {level: (early[level] <= threshold if lower else early[level] >= threshold)
-                    for level, m in searched.items() if (m.get("early_stop") or {}).get("stopped_at_step") is None}
-        predicted_level, predicted = predict_boundary(levels, early, measured, tolerance, lower)
-        sparsest, trace = confirm_boundary(levels, predicted_level, matches)
-        record.update(predictor=PREDICTOR, early_metrics={str(lv): v for lv, v in early.items()},
-                      stopped_at_step={str(lv): (m.get("early_stop") or {}).get("stopped_at_step")
-                                       for lv, m in searched.items()},
-                      predicted_matches={str(lv): v for lv, v in predicted.items()},
-                      predicted_sparsest_matching_level=predicted_level,
-                      prediction_hit=predicted_level == (sparsest or 0))
+        sparsest, trace, prediction = _predicted_search(searched, early, threshold, tolerance, lower, matches)
+        record.update(prediction)
     else:
         sparsest, trace = bisect_sparsest(levels, matches)
     record.update(trace=trace, sparsest_matching_level=sparsest, levels_evaluated=[step["level"] for step in trace])
@@ -212,6 +204,23 @@ def _decide(cfg: TrajectoryConfig, trajectory_dir: str, out_dir: str, tolerance:
                                                                             os.path.join(tmp, MASK)), metrics)
         results.append(LevelResult(level, directory, metrics, reused=False))
     return results
+
+
+def _predicted_search(searched: dict[int, dict], early: dict[int, float], threshold: float, tolerance: float,
+                      lower: bool, matches: Callable[[int], bool]) -> tuple[int | None, list[dict], dict]:
+    """The boundary search over the levels of `searched` (their records): the sparsest matching level, the judged
+    levels, and what the record keeps of the prediction (the early metrics, stops and predicted verdicts)."""
+    levels = list(searched)
+    stops = {level: (m.get("early_stop") or {}).get("stopped_at_step") for level, m in searched.items()}
+    measured = {level: (early[level] <= threshold if lower else early[level] >= threshold)
+                for level in levels if stops[level] is None}
+    predicted_level, predicted = predict_boundary(levels, early, measured, tolerance, lower)
+    sparsest, trace = confirm_boundary(levels, predicted_level, matches)
+    return sparsest, trace, {
+        "predictor": PREDICTOR, "early_metrics": {str(lv): v for lv, v in early.items()},
+        "stopped_at_step": {str(lv): step for lv, step in stops.items()},
+        "predicted_matches": {str(lv): v for lv, v in predicted.items()},
+        "predicted_sparsest_matching_level": predicted_level, "prediction_hit": predicted_level == (sparsest or 0)}
 
 
 def _unevaluated(cfg: TrajectoryConfig, dense: dict, mask: Mask, level: int, started_at: float,
