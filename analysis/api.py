@@ -33,8 +33,10 @@ def load(experiment: str, tracking_uri: str | None = None) -> pd.DataFrame:
     RUNNING, SCHEDULED, FAILED, KILLED), `problem` ('' for a complete run, else why not: 'running', 'failed',
     'incomplete: ...'), `main_metric` (the task's, as the run tagged it), and two marks for a sweep still running:
     `logged` (False for a level a run plans but has not logged yet: its metrics are empty) and `partial` (True for
-    every row of a run that is not complete). Where two runs hold the same point, the finished one (else the newest)
-    is kept, as the report does.
+    every row of a run that is not complete). Where runs of a series and seed hold different results (content keys),
+    only the run started last is read, even where it failed or is still running (an older result never fills its
+    levels); where runs of the same result hold the same point, the finished one (else the newest) is kept. The
+    report does the same.
 
     `tracking_uri`: an MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns.db in the current
     folder). Raises analysis.errors.AnalysisError with one line when the store or the experiment does not exist.

@@ -5,6 +5,10 @@ chunk of runs (SQL stores: `get_metric_history_bulk`; tracking servers: the `get
 only where neither exists one request per run and key. A level of a run counts once its `sparsity` is logged at that
 step (the writer logs it last, as the level's commit marker); values of a level without it are still being written.
 
+Within an experiment, a series and seed whose runs hold different results (content keys) is read from its current
+run only, the one started last: an older result never fills a level the current run failed or has not reached yet.
+Runs of the current content key (the same result logged again) are merged, finished runs first, then the newest.
+
 Series are told apart by the rewind point as the spec wrote it (tag `rewind_point`: '5%', not the steps it resolved
 to on each task), so that a transfer run lines up with its target task's trajectories.
 
@@ -34,6 +38,9 @@ IMP = "imp"
 TRANSFER = "transfer"
 SERIES = ["task", "model", "schedule", "method", "branch", "source_task", "rewind_point", "rewind"]
 STATUS_ORDER = {"FINISHED": 0, "RUNNING": 1, "SCHEDULED": 2, "FAILED": 3, "KILLED": 4}
+# the series and seed whose runs must hold one result: the series by the spec's rewind point, not the steps it resolved
+# to (a trajectory learns those at level 0, and another recipe may resolve them otherwise)
+RESULT_CELL = [column for column in SERIES if column != "rewind"] + ["seed"]
 
 _TAGS = {
     "run_kind": C.TAG_RUN_KIND, "task": C.TAG_TASK, "seed": C.TAG_SEED, "method": C.TAG_METHOD,
@@ -42,7 +49,7 @@ _TAGS = {
     "prunable_set": C.TAG_PRUNABLE_SET, "main_metric": C.TAG_MAIN_METRIC, "levels_planned": C.TAG_LEVELS_PLANNED,
     "rewind_point": C.TAG_REWIND_POINT, "subnetwork": C.TAG_SUBNETWORK,
     "reinit_scope": C.TAG_REINIT_SCOPE, "not_comparable": C.TAG_NOT_COMPARABLE, "series": C.TAG_SERIES,
-    "imp_method": C.TAG_IMP_METHOD, "levels": C.TAG_LEVELS,
+    "imp_method": C.TAG_IMP_METHOD, "levels": C.TAG_LEVELS, "versions": C.TAG_VERSIONS,
 }
 _INT_TAGS = ("seed", "rewind", "source_level", "levels_planned")
 
@@ -58,7 +65,9 @@ class Collected:
     'incomplete: ...');
     `points`: one row per (run_id, level) with `sparsity` and one column per other metric;
     `structured`: one row per structured run (search or retrained subnetwork) with its tags and step-0 metrics;
-    `ignored`: runs whose run_kind is none of trajectory, branch, structured.
+    `ignored`: runs whose run_kind is none of trajectory, branch, structured;
+    `superseded`: trajectory and branch runs of an older result of their series and seed (`superseded_runs`), with
+    the columns of `runs`; they are in neither `runs` nor `points`.
     """
 
     experiment: str
@@ -68,9 +77,11 @@ class Collected:
     points: pd.DataFrame
     structured: pd.DataFrame = field(default_factory=pd.DataFrame)
     ignored: pd.DataFrame = field(default_factory=pd.DataFrame)
+    superseded: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def table(self) -> pd.DataFrame:
-        """Per-level values joined with run tags; one row per (series, seed, level), preferring finished runs."""
+        """Per-level values joined with run tags; one row per (series, seed, level) from the current result's runs,
+        preferring finished ones, then the newest."""
         keep = ["run_id", "seed", "status", "start_time", *SERIES]
         merged = self.points.merge(self.runs[keep], on="run_id", how="inner")
         merged["_order"] = merged["status"].map(STATUS_ORDER).fillna(len(STATUS_ORDER))
@@ -88,9 +99,19 @@ class Collected:
         return ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
 
     def duplicates(self) -> int:
-        """How many (series, seed, level) values were dropped because another run had the same cell."""
+        """How many (series, seed, level) values were dropped because another run of the same result had the cell."""
         merged = self.points.merge(self.runs[["run_id", "seed", *SERIES]], on="run_id")
         return int(merged.duplicated(SERIES + ["seed", "level"]).sum())
+
+    def mixed_versions(self) -> pd.DataFrame:
+        """The (series, level) cells whose seeds' runs ran on different library versions (tag `library_versions`;
+        runs without it are unknown and differ from none), with `versions`: the distinct tags, sorted."""
+        columns = [*SERIES, "level", "versions"]
+        table = self.table()[[*SERIES, "level", "run_id"]].merge(self.runs[["run_id", "versions"]], on="run_id")
+        tagged = table[table["versions"].fillna("") != ""]
+        cells = tagged.groupby([*SERIES, "level"], dropna=False)["versions"].agg(lambda v: sorted(set(v)))
+        cells = cells[cells.map(len) > 1]
+        return cells.reset_index()[columns] if len(cells) else pd.DataFrame(columns=columns)
 
 
 def main_metrics_of(frame: pd.DataFrame) -> dict[str, str]:
@@ -212,6 +233,14 @@ def points_frame(history: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
+def superseded_runs(runs: pd.DataFrame) -> pd.Series:
+    """Boolean mask of the runs holding an older result of their series and seed: a content key other than that of
+    the series and seed's most recently started run."""
+    newest = runs.sort_values("start_time", kind="stable")
+    current = newest.groupby(RESULT_CELL, dropna=False, sort=False)["content_key"].transform("last")
+    return runs["content_key"] != current.reindex(runs.index)
+
+
 def _problems(runs: pd.DataFrame, history: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     """Add last_level, last_logged and `problem` (empty when the run is finished and has every planned level)."""
     last_level = points.groupby("run_id")["level"].max().rename("last_level")
@@ -263,12 +292,16 @@ def collect(client, name: str) -> Collected:
     points = points_frame(history)
     structured_ids = set(frame.loc[structured, "run_id"])
     structured_points = points[points["run_id"].isin(structured_ids) & (points["level"] == 0)].drop(columns="level")
+    series_runs = _problems(frame[known].reset_index(drop=True), history, points)
+    old = superseded_runs(series_runs)
+    dropped = structured_ids | set(series_runs.loc[old, "run_id"])
     return Collected(
         experiment=name,
         experiment_id=experiment.experiment_id,
         tracking_uri=client.tracking_uri,
-        runs=_problems(frame[known].reset_index(drop=True), history, points),
-        points=points[~points["run_id"].isin(structured_ids)].reset_index(drop=True),
+        runs=series_runs[~old].reset_index(drop=True),
+        points=points[~points["run_id"].isin(dropped)].reset_index(drop=True),
         structured=frame[structured].merge(structured_points, on="run_id", how="left").reset_index(drop=True),
         ignored=frame[~(known | structured)].reset_index(drop=True),
+        superseded=series_runs[old].reset_index(drop=True),
     )

@@ -225,8 +225,12 @@ def _setup(doc: Document, collected: Collected, table: pd.DataFrame, sweep_run: 
     if len(ignored):
         items.append(f"{len(ignored)} runs without run_kind trajectory/branch/structured/sweep were ignored.")
     if collected.duplicates():
-        items.append(f"{collected.duplicates()} level values were superseded by another run of the same seed "
-                     "(finished runs preferred, then the newest).")
+        items.append(f"{collected.duplicates()} level values were logged by more than one run of the same result "
+                     "(same series, seed and content key); one is used: the finished run's, else the newest's.")
+    if len(collected.superseded):
+        items.append(f"{len(collected.superseded)} runs of older results were superseded: where the runs of a "
+                     "series and seed hold different results (content keys), only the run started last is used, "
+                     "even where it failed or is still running (see Incomplete, failed and running runs).")
     doc.bullets(items)
 
 
@@ -239,11 +243,45 @@ def _runs(doc: Document, collected: Collected) -> None:
         kinds = everything.loc[waiting, "branch"].map(lambda b: "trajectory" if b == IMP else b).value_counts()
         doc.text(f"{int(waiting.sum())} runs are scheduled and have not started: "
                  + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) + ".")
-    if runs.empty:
-        if not waiting.any():
-            doc.text(f"All {len(everything)} runs finished with every planned level." if len(everything)
-                     else "No runs.")
+    if runs.empty and not waiting.any():
+        doc.text(f"All {len(everything)} runs finished with every planned level." if len(everything) else "No runs.")
+    if not runs.empty:
+        doc.table(_problem_rows(runs, collected))
+    _superseded(doc, collected)
+    _mixed_versions(doc, collected)
+
+
+def _superseded(doc: Document, collected: Collected) -> None:
+    """The runs of older results that the current run of their series and seed replaced, by id."""
+    old = collected.superseded
+    if old.empty:
         return
+    doc.text(f"{len(old)} superseded runs (an older result of their series and seed: another content key than the "
+             "run started last, whose levels alone are shown, even where it failed or is still running):")
+    rows = []
+    for _, run in old.sort_values(["task", "branch", "seed", "start_time"], kind="stable").iterrows():
+        url = run_url(collected.tracking_uri, collected.experiment_id, run["run_id"])
+        started = pd.to_datetime(run["start_time"], unit="ms", utc=True)
+        rows.append({"run": run["run_name"], "run id": Link(run["run_id"], url), "kind": run["branch"],
+                     "task": run["task"], "seed": run["seed"], "source": run["source_task"], "status": run["status"],
+                     "content key": run["content_key"], "started (UTC)": started.strftime("%Y-%m-%d %H:%M")})
+    doc.table(pd.DataFrame(rows))
+
+
+def _mixed_versions(doc: Document, collected: Collected) -> None:
+    """The cells whose seeds ran on different torch, transformers or deepspeed versions."""
+    cells = collected.mixed_versions()
+    if cells.empty:
+        return
+    shown = varying(collected.runs, FACETS)
+    doc.callout(f"MIXED LIBRARY VERSIONS: in {len(cells)} cells (series and level) the seeds ran on different "
+                f"library versions (tag {C.TAG_VERSIONS}; runs without it are not counted):")
+    doc.bullets([f"{row['task']}, {series_label(row, shown)}, level {row['level']}: " + "; ".join(row["versions"])
+                 for _, row in cells.iterrows()])
+
+
+def _problem_rows(runs: pd.DataFrame, collected: Collected) -> pd.DataFrame:
+    """One row per incomplete, failed or running run."""
     rows = []
     for _, run in runs.iterrows():
         logged = pd.to_datetime(run["last_logged"], unit="ms", utc=True) if pd.notna(run["last_logged"]) else None
@@ -254,7 +292,7 @@ def _runs(doc: Document, collected: Collected) -> None:
                      "levels logged": "none" if pd.isna(run["last_level"]) else f"up to {run['last_level']}",
                      "levels planned": run["levels_planned"], "problem": run["problem"],
                      "last metric (UTC)": logged.strftime("%Y-%m-%d %H:%M") if logged is not None else ""})
-    doc.table(pd.DataFrame(rows))
+    return pd.DataFrame(rows)
 
 
 def _matching(doc: Document, matching: pd.DataFrame, collected: Collected) -> None:

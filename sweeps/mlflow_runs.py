@@ -27,6 +27,7 @@ from tickets.paths import IMPORTANCE, METRICS
 from tickets.records import finished_metrics
 from tickets.tasks import get_task
 from tickets.usage import Usage
+from tickets.versions import LIBRARIES
 
 from .plan import STRUCTURED_SEARCH, Piece
 from .series import Series, group_series, is_per_level, level_sparsity, pruning_method, series_key
@@ -156,7 +157,7 @@ def tag_versions(client, run_id: str, versions: dict | None, has_levels: bool, k
 def merged_versions(tag: str, versions: dict) -> str:
     """The versions tag `tag` ('' when empty) with the set `versions` ('torch=2.13.0 transformers=5.25.0
     deepspeed=none') added after the sets it holds, unless it holds it already."""
-    text = " ".join(f"{name}={value or 'none'}" for name, value in versions.items())
+    text = " ".join(f"{name}={versions.get(name) or 'none'}" for name in LIBRARIES)
     seen = tag.split(VERSIONS_SEPARATOR) if tag else []
     return tag if text in seen else VERSIONS_SEPARATOR.join([*seen, text])
 

@@ -36,6 +36,7 @@ from .masks import Mask
 from .paths import MASK, TICKET_EVALUATIONS, level_dir
 from .records import finished_metrics, write_result_dir
 from .tasks import LOWER_IS_BETTER
+from .versions import library_versions
 
 KIND = "ticket-bisect"
 BOUNDARY = "ticket-boundary"
@@ -231,4 +232,5 @@ def _unevaluated(cfg: TrajectoryConfig, dense: dict, mask: Mask, level: int, sta
             "sparsity": mask.sparsity, "prunable_set": dense["prunable_set"], "steps": 0, "evaluation_steps": 0,
             "train_loss": None, "wall_time_s": 0.0, "started_at": started_at, "finished_at": now, "metrics": {},
             "main_metric": dense["main_metric"], "eval_history": [], "results_version": RESULTS_VERSION,
+            "versions": library_versions(),
             "evaluated": False, "matches": matches}

@@ -16,6 +16,7 @@ from .masks import Mask
 from .models import base_model, build_model, head_state, load_tokenizer, model_id, prunable_parameters, prunable_patterns
 from .tasks import Task, get_task
 from .training import StepWatch, TrainResult, fine_tune, masked_pairs
+from .versions import library_versions
 from .weights import parameter_state
 
 
@@ -83,7 +84,7 @@ class TaskSession:
         return head_state(self.model)
 
     def record(self, mask: Mask, result: TrainResult, level: int, started_at: float) -> dict:
-        """The metrics.json content of a finished run."""
+        """The metrics.json content of a finished run, with the library versions it ran on (`versions`)."""
         return {
             "level": level,
             "task": self.task.name,
@@ -100,6 +101,7 @@ class TaskSession:
             "main_metric": self.task.main_metric,
             "eval_history": result.eval_history,
             "results_version": RESULTS_VERSION,
+            "versions": library_versions(),
             "head_init": getattr(self.model, "ticket_head_init", None),
             "dropped_train_rows": self.data.dropped_train_rows,
             "not_comparable_to_published": self.task.dev_split,
