@@ -48,7 +48,7 @@ class SweepProgress(Callback):
             return
         self.nodes.add(result["node_id"])
         name = trial.config["piece"]["name"]
-        metric = f"{result['metric_name']} {result['main_metric']:.4f}"
+        metric = result.get("verdict") or f"{result['metric_name']} {result['main_metric']:.4f}"
         level = f"level {result['level']}: sparsity {result['sparsity']:.3f}  {metric}"
         if result["trained"]:
             self.levels_trained += 1

@@ -36,6 +36,7 @@ from .data_source import check_data, data_plan, local_recipe
 from .plan import SEARCH_KINDS, STRUCTURED_SEARCH, Piece
 from .store import ResultsStore
 from .mlflow_runs import TrialRecorder
+from .terminal import unevaluated_text
 
 CHECKPOINT_SKIP = (TRAINED_WEIGHTS,)
 
@@ -93,6 +94,7 @@ def _run_piece(config: dict) -> None:
             "piece_key": piece.key, "kind": piece.kind, "level": level, "sparsity": metrics["sparsity"],
             "metric_name": metrics.get("main_metric", ""),
             "main_metric": metrics["metrics"].get(metrics.get("main_metric"), float("nan")),
+            "verdict": unevaluated_text(metrics) if metrics.get("evaluated") is False else "",
             "trained": int(not reused), "started_at": metrics["started_at"], "finished_at": metrics["finished_at"],
             "level_wall_time_s": metrics["wall_time_s"], "node_id": node_id, "worker_pid": os.getpid(),
         }

@@ -3,6 +3,7 @@ the spec and plan, and the report against full IMP (real engine, real results st
 
 import dataclasses
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -15,7 +16,8 @@ from sweeps.plan import build_plan
 from sweeps.result import SweepResult
 from sweeps.spec import load_spec
 from sweeps.store import ResultsStore
-from sweeps.terminal import results_table
+from sweeps.progress import SweepProgress
+from sweeps.terminal import results_table, unevaluated_text
 from tickets.bisection import (BOUNDARY, MONOTONE_ASSUMPTION, SEARCH_KINDS, bisect_sparsest, confirm_boundary,
                                predict_boundary, run_bisection)
 from tickets.branches import BranchConfig, run_branch
@@ -448,6 +450,15 @@ def test_a_boundary_run_marks_every_level_it_did_not_train_as_predicted_everywhe
         assert run.data.tags[cv.ticket_tag(1)] == "predicted" and run.data.tags[cv.ticket_tag(2)] == "measured"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "accuracy")] == [2]
     console = Console(record=True, width=200)
+    progress = SweepProgress(console)
+    for level in (1, 2):  # the line the sweep prints as each level of the search's trial finishes
+        metrics = store.level_metrics(pieces[0], level)
+        result = {"piece_key": pieces[0].key, "node_id": "n", "level": level, "sparsity": metrics["sparsity"],
+                  "metric_name": "accuracy", "main_metric": metrics["metrics"].get("accuracy", float("nan")),
+                  "verdict": unevaluated_text(metrics) if not metrics["evaluated"] else "", "trained": 0}
+        progress.on_trial_result(0, [], SimpleNamespace(config={"piece": {"name": pieces[0].name}}), result)
+    lines = console.export_text().splitlines()
+    assert "predicted match (not evaluated)" in lines[0] and "nan" not in lines[0] and "accuracy 0." in lines[1]
     console.print(results_table(SweepResult("boundary_arm", store.storage, "", pieces)))
     rows = {line.split()[1]: line for line in console.export_text().splitlines()
             if line.split()[:1] == [pieces[0].name]}
