@@ -230,7 +230,7 @@ def boundary_table(records: pd.DataFrame, full_records: pd.DataFrame) -> pd.Data
                      "predicted_within_one": None if level is None else abs(predicted - level) <= 1,
                      "measured_hit": None if level is None else measured == level,
                      "measured_within_one": None if level is None else abs(measured - level) <= 1})
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=columns).sort_values(PAIR, kind="stable").reset_index(drop=True)
 
 
 def _per_seed_boundary(levels: dict[int, dict], record: dict) -> int | None:
@@ -494,5 +494,10 @@ def _search_view(records: pd.DataFrame, info: dict, kind: str) -> pd.DataFrame:
         for order, step in enumerate(record["trace"], 1):
             rows.append({"seed": r.seed, "order": order, "level": step["level"],
                          "matches": "yes" if step["matches"] else "no", "reason": step["reason"],
-                         "sparsest matching": record["sparsest_matching_level"]})
-    return pd.DataFrame(rows, columns=["seed", "order", "level", "matches", "reason", "sparsest matching"])
+                         "sparsest matching": _level_text(record["sparsest_matching_level"])})
+    frame = pd.DataFrame(rows, columns=["seed", "order", "level", "matches", "reason", "sparsest matching"])
+    return frame.sort_values(["seed", "order"], kind="stable").reset_index(drop=True)
+
+
+def _level_text(level: int | None) -> str:
+    return "none" if level is None else str(level)
