@@ -266,13 +266,22 @@ def test_the_golden_cases_cover_every_task_kind_and_branch_kind():
     assert set(TASK_KIND_CASES.values()) <= set(CASES)
 
 
+def _close(name: str, got: float, pinned: float) -> bool:
+    """Losses (and perplexity) to 1e-5 relative; scores computed from a tiny random model's near-constant predictions
+    (a correlation of 32 almost equal values) amplify last-bit float differences between thread counts and CPUs
+    (seen: pearson -0.149734 against -0.149697 at the same eval loss), so those to 1e-3 absolute."""
+    if "loss" in name or "perplexity" in name:
+        return got == pytest.approx(pinned, rel=1e-5)
+    return got == pytest.approx(pinned, abs=1e-3)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_tiny_run_gives_the_pinned_results_of_this_results_version(case, tiny_trajectory, tmp_path):
     got = run_case(case, tiny_trajectory, tmp_path / case)
     pinned = GOLDEN.get(case)
     same = (pinned is not None and got["version"] == pinned["version"] and got["mask_hash"] == pinned["mask_hash"]
             and set(got["metrics"]) == set(pinned["metrics"])
-            and all(got["metrics"][k] == pytest.approx(v, rel=1e-5) for k, v in pinned["metrics"].items()))
+            and all(_close(k, got["metrics"][k], v) for k, v in pinned["metrics"].items()))
     assert same, (
         f"results of the golden tiny run '{case}' changed: got {got}, pinned {pinned} (RESULTS_VERSION "
         f"{RESULTS_VERSION!r}). If the change of results is intended, bump RESULTS_VERSION in tickets/__init__.py (so "
