@@ -81,6 +81,7 @@ def run_probe(tmp_path, roots: list[int], env: dict[str, str]) -> list[list]:
     return json.loads(line[len("LISTENING "):])
 
 
+@pytest.mark.slow
 def test_the_local_ray_of_a_sweep_listens_on_loopback_only(tmp_path):
     """Promise: the Ray that `python -m sweeps` starts for itself (cluster.ray_session, no RAY_ADDRESS) opens no
     port beyond loopback, workers included."""

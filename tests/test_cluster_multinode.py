@@ -13,6 +13,7 @@ from test_sweeps_run import load_tiny
 
 
 @pytest.mark.own_ray
+@pytest.mark.slow
 def test_two_node_cluster_runs_trials_on_both_nodes(tmp_path, monkeypatch):
     ray.shutdown()
     temp = tempfile.mkdtemp(prefix="rc", dir="/tmp")
