@@ -35,6 +35,7 @@ from .tasks import higher_is_better
 
 TICKET, BISECT, BOUNDARY = "ticket", BISECTION, "ticket-boundary"  # tickets.bisection's KIND and BOUNDARY
 TICKET_SERIES = (TICKET, BISECT, BOUNDARY)
+SEARCH_RECORDS = ("bisection", "boundary")  # where a ticket search's levels keep its record (tickets.bisection)
 GROUP = ["task", "model", "schedule", "method", "rewind_point"]
 PAIR = GROUP + ["seed"]
 
@@ -249,14 +250,12 @@ def _per_seed_boundary(levels: dict[int, dict], record: dict) -> int | None:
     return boundary
 
 
-def summary_table(seeds: pd.DataFrame, early: Collected, full: Collected,
-                  boundaries: pd.DataFrame | None = None) -> pd.DataFrame:
+def summary_table(seeds: pd.DataFrame, early: Collected, full: Collected, boundaries: pd.DataFrame) -> pd.DataFrame:
     """One row per (task, ...): the steps of the search, of the ticket evaluations and of the full sweep, their
     ratio (the headline), the checks' share of the search's level time, the sparsest matching level of the
     early tickets and of full IMP (DESIGN.md's rule over seeds), and with a boundary search how often its predicted
     and its measured per-seed boundary equal full IMP's."""
     matches = {"early": _matching(early, TICKET_SERIES), "full": _matching(full, (IMP,))}
-    boundaries = boundary_table(pd.DataFrame(columns=["branch"]), pd.DataFrame()) if boundaries is None else boundaries
     rows = []
     for key, group in seeds.groupby(GROUP, dropna=False, sort=True):
         info = dict(zip(GROUP, key))
@@ -271,7 +270,7 @@ def summary_table(seeds: pd.DataFrame, early: Collected, full: Collected,
                if len(checked) else None,
                "mask_check_share_max": (checked["mask_check_s"] / checked["wall_time_s"]).max()
                if len(checked) else None}
-        mine = boundaries[(boundaries[GROUP] == pd.Series(info)).all(axis=1)] if len(boundaries) else boundaries
+        mine = _of_group(boundaries, info)
         for column in ("predicted_hit", "predicted_within_one", "measured_hit", "measured_within_one"):
             judged = mine[column].dropna() if len(mine) else mine
             row[f"boundary_{column}_rate"] = judged.astype(bool).mean() if len(judged) else None
@@ -346,10 +345,9 @@ def _document(experiment: str, against: str, summary: pd.DataFrame, levels: pd.D
             f"mask checks: {_share(row['mask_check_share'])} of the search levels' time "
             f"(worst level {_share(row['mask_check_share_max'])})",
         ])
-        rows = levels[(levels[GROUP] == pd.Series(info)).all(axis=1)]
+        rows = _of_group(levels, info)
         doc.table(_level_view(rows))
-        curves = distances[(distances[GROUP] == pd.Series(info)).all(axis=1)]
-        stops = seeds[(seeds[GROUP] == pd.Series(info)).all(axis=1)]
+        curves, stops = _of_group(distances, info), _of_group(seeds, info)
         if len(curves):
             rule = _rule(records, info)
             name = f"early_distances_{row['task']}{suffix(info, shown)}.png"
@@ -357,7 +355,7 @@ def _document(experiment: str, against: str, summary: pd.DataFrame, levels: pd.D
                                                       "consecutive checks", os.path.join(out_dir, name))
             doc.image(path, "one line per level (mean over seeds; thin: each seed); x: where a level stopped; "
                             "dashed: the fixed threshold, dotted: a relative rule's threshold per level")
-        mine = boundaries[(boundaries[GROUP] == pd.Series(info)).all(axis=1)] if len(boundaries) else boundaries
+        mine = _of_group(boundaries, info)
         if len(mine):
             doc.text("Boundary, per seed: predicted from the search, measured by its ticket trainings, and full "
                      "IMP's by the same rule.")
@@ -470,24 +468,34 @@ def _matching_text(row: pd.Series, which: str) -> str:
 
 def _rule(records: pd.DataFrame, info: dict) -> dict:
     """The early-stop settings the group's levels recorded (window, threshold, check_every)."""
-    for r in records[(records["branch"] == IMP) & (records[GROUP] == pd.Series(info)).all(axis=1)].itertuples():
+    mine = _of_group(records, info)
+    for r in mine[mine["branch"] == IMP].itertuples():
         if r.record.get("early_stop"):
             return r.record["early_stop"]
     return {}
 
 
+def _of_group(frame: pd.DataFrame, info: dict) -> pd.DataFrame:
+    """The rows of `frame` in the group `info` (task, model, schedule, method, rewind point)."""
+    return frame[(frame[GROUP] == pd.Series(info)).all(axis=1)] if len(frame) else frame
+
+
+def _search_record(record: dict) -> dict | None:
+    """The ticket search's own record a level carries (`bisection` or `boundary`), None for other levels."""
+    return next((record[name] for name in SEARCH_RECORDS if record.get(name)), None)
+
+
 def _search_records(records: pd.DataFrame, kind: str) -> list[dict]:
-    """The records of the ticket searches of `kind` (bisection or boundary), one per level row."""
-    name = "bisection" if kind == BISECT else "boundary"
-    return [r.record[name] for r in records[records["branch"] == kind].itertuples() if r.record.get(name)]
+    """The records of the ticket searches of series `kind`, one per level row."""
+    return [found for r in records[records["branch"] == kind].itertuples() if (found := _search_record(r.record))]
 
 
 def _search_view(records: pd.DataFrame, info: dict, kind: str) -> pd.DataFrame:
     """Per seed of the group: each level a ticket search of `kind` judged, in order, with its verdict and reason."""
     rows, seen = [], set()
-    mine = records[(records["branch"] == kind) & (records[GROUP] == pd.Series(info)).all(axis=1)]
-    for r in mine.itertuples():
-        record = r.record.get("bisection" if kind == BISECT else "boundary")
+    mine = _of_group(records, info)
+    for r in mine[mine["branch"] == kind].itertuples():
+        record = _search_record(r.record)
         if not record or r.seed in seen:
             continue
         seen.add(r.seed)

@@ -90,14 +90,7 @@ def _run_piece(config: dict) -> None:
         result_dir = local.result_dir(piece, level)
         recorder.usage(level, METER.take())
         recorder.level(piece, level, result_dir)
-        report = {
-            "piece_key": piece.key, "kind": piece.kind, "level": level, "sparsity": metrics["sparsity"],
-            "metric_name": metrics.get("main_metric", ""),
-            "main_metric": metrics["metrics"].get(metrics.get("main_metric"), float("nan")),
-            "verdict": unevaluated_text(metrics) if metrics.get("evaluated") is False else "",
-            "trained": int(not reused), "started_at": metrics["started_at"], "finished_at": metrics["finished_at"],
-            "level_wall_time_s": metrics["wall_time_s"], "node_id": node_id, "worker_pid": os.getpid(),
-        }
+        report = level_report(piece, level, metrics, reused, node_id)
         if reused:
             tune.report(report)
             return
@@ -125,6 +118,19 @@ def _run_piece(config: dict) -> None:
                               **(piece.options or {}))
         metrics = run_branch(branch, local.path(piece.key), run_key=piece.key, progress=False)
         finished(piece.level, metrics, bool(metrics.get("reused")))
+
+
+def level_report(piece: Piece, level: int, metrics: dict, reused: bool, node_id: str) -> dict:
+    """What a trial reports to Tune for one finished level of `piece` (its record `metrics`): the main metric, or for
+    a level a ticket search did not train to the end its `verdict`, and where and how long it ran."""
+    return {
+        "piece_key": piece.key, "kind": piece.kind, "level": level, "sparsity": metrics["sparsity"],
+        "metric_name": metrics.get("main_metric", ""),
+        "main_metric": metrics["metrics"].get(metrics.get("main_metric"), float("nan")),
+        "verdict": unevaluated_text(metrics) if metrics.get("evaluated") is False else "",
+        "trained": int(not reused), "started_at": metrics["started_at"], "finished_at": metrics["finished_at"],
+        "level_wall_time_s": metrics["wall_time_s"], "node_id": node_id, "worker_pid": os.getpid(),
+    }
 
 
 def run_structured(piece: Piece, store: ResultsStore) -> dict:

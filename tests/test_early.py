@@ -17,7 +17,8 @@ from sweeps.result import SweepResult
 from sweeps.spec import load_spec
 from sweeps.store import ResultsStore
 from sweeps.progress import SweepProgress
-from sweeps.terminal import results_table, unevaluated_text
+from sweeps.terminal import results_table
+from sweeps.trial import level_report
 from tickets.bisection import (BOUNDARY, MONOTONE_ASSUMPTION, SEARCH_KINDS, bisect_sparsest, confirm_boundary,
                                predict_boundary, run_bisection)
 from tickets.branches import BranchConfig, run_branch
@@ -452,10 +453,7 @@ def test_a_boundary_run_marks_every_level_it_did_not_train_as_predicted_everywhe
     console = Console(record=True, width=200)
     progress = SweepProgress(console)
     for level in (1, 2):  # the line the sweep prints as each level of the search's trial finishes
-        metrics = store.level_metrics(pieces[0], level)
-        result = {"piece_key": pieces[0].key, "node_id": "n", "level": level, "sparsity": metrics["sparsity"],
-                  "metric_name": "accuracy", "main_metric": metrics["metrics"].get("accuracy", float("nan")),
-                  "verdict": unevaluated_text(metrics) if not metrics["evaluated"] else "", "trained": 0}
+        result = level_report(pieces[0], level, store.level_metrics(pieces[0], level), reused=True, node_id="n")
         progress.on_trial_result(0, [], SimpleNamespace(config={"piece": {"name": pieces[0].name}}), result)
     lines = console.export_text().splitlines()
     assert "predicted match (not evaluated)" in lines[0] and "nan" not in lines[0] and "accuracy 0." in lines[1]

@@ -71,10 +71,6 @@ class EarlyStopConfig:
         """True when pruned levels may stop early."""
         return self.window > 0
 
-    def threshold_for(self, first_distance: float) -> float:
-        """The distance at or below which a level's next mask counts as converged, given its first distance."""
-        return self.relative * first_distance if self.relative else self.threshold
-
     def every(self, steps: int) -> int:
         """Steps between two checks in a level of `steps` optimizer steps."""
         return self.check_every or max(1, round(steps / 10))

@@ -43,7 +43,7 @@ def level_threshold(rule: EarlyStopConfig, distances: list[float]) -> float | No
     level's first distance (None before the first distance)."""
     if not rule.relative:
         return rule.threshold
-    return rule.threshold_for(distances[0]) if distances else None
+    return rule.relative * distances[0] if distances else None
 
 
 def next_draw(cfg: TrajectoryConfig, level: int) -> tuple[float, int] | None:
