@@ -55,7 +55,7 @@ def run_trial(piece, store, uri: str, run_id: str | None) -> tuple[float, list[f
     def on_level(result) -> None:
         if recorder is not None:
             t = time.perf_counter()
-            recorder.level(piece, result.level, store.result_dir(piece, result.level))
+            recorder.level(piece, result.level, store.result_dir(piece, result.level), None, not result.reused)
             per_level.append(time.perf_counter() - t)
 
     run_trajectory(piece.recipe, store.path(piece.key), on_level=on_level, progress=False)

@@ -174,14 +174,16 @@ def logged_steps(mlflow_client, run_id: str, key: str) -> set[int]:
     return {metric.step for metric in mlflow_client.get_metric_history(run_id, key)}
 
 
-def log_step(mlflow_client, run_id: str, step: int, metrics: dict[str, float], last: str | None = None) -> None:
-    """Log `metrics` at `step` in one batch; metric `last` (the commit marker) is logged after all the others."""
-    from mlflow.entities import Metric
+def log_step(mlflow_client, run_id: str, step: int, metrics: dict[str, float], last: str | None = None,
+             tags: dict[str, str] | None = None) -> None:
+    """Log `metrics` at `step` and `tags` in one batch; metric `last` (the commit marker) is logged after all the
+    others."""
+    from mlflow.entities import Metric, RunTag
 
     now = int(time.time() * 1000)
     batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if k != last]
-    if batch:
-        mlflow_client.log_batch(run_id, metrics=batch)
+    if batch or tags:
+        mlflow_client.log_batch(run_id, metrics=batch, tags=[RunTag(k, v) for k, v in (tags or {}).items()])
     if last is not None and last in metrics:
         mlflow_client.log_batch(run_id, metrics=[Metric(last, float(metrics[last]), now, step)])
 

@@ -8,6 +8,11 @@ on disk, FAILED when the sweep ended without it, KILLED when a stop signal (Ctrl
 Workers only log levels. A level counts as logged once its `sparsity` metric is there (logged last), so logging can be
 re-attempted at any time: the trial logs each level as it finishes, and the driver logs whatever a trial could not (a
 tracking server that was down) when the trial ends and at the end of every sweep, from the results on disk.
+
+MLflow traffic per level is a constant: a level a trial has just trained is logged without reading the run's history
+(it cannot be there yet), with its tags in the same batch as its metrics, and the trial reports that it logged it, so
+the driver never reads that history again. The driver's own calls (creating a run, its status) run on one background
+thread, in order, so a slow tracking server never holds up Tune's event loop.
 """
 
 from __future__ import annotations
@@ -15,8 +20,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
 
 from cluster import conventions as cv
@@ -110,10 +117,12 @@ def check_layout(client, experiment_id: str, name: str) -> None:
 
 
 def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str,
-               versions_tags: dict[str, str] | None = None) -> bool:
-    """Log one finished level (metrics at step = level, mask and metrics.json artifacts, the library versions it ran
-    on added to the run's versions tag); False if already logged. `versions_tags`: as `tag_versions` takes it."""
-    logged = tracking.logged_steps(client, run_id, cv.METRIC_SPARSITY)
+               versions_tags: dict[str, str] | None = None, used: Usage | None = None, check: bool = True) -> bool:
+    """Log one finished level (metrics at step = level with its tags in one batch, mask and metrics.json artifacts,
+    the library versions it ran on added to the run's versions tag, and what its training `used`); False if already
+    logged. `check` False: the level was trained just now, so the run's history is not read (it cannot hold it).
+    `versions_tags`: as `tag_versions` takes it."""
+    logged = tracking.logged_steps(client, run_id, cv.METRIC_SPARSITY) if check else set()
     if level in logged:
         return False
     metrics = finished_metrics(result_dir)
@@ -121,22 +130,25 @@ def log_result(client, run_id: str, piece: Piece, level: int, result_dir: str,
     tracking.log_file_as(client, run_id, os.path.join(result_dir, METRICS), cv.level_artifact_path(level))
     if piece.kind == STRUCTURED_SEARCH:
         tracking.log_file_as(client, run_id, os.path.join(result_dir, IMPORTANCE), IMPORTANCE)
+    tags = usage_tags(used)
     if "prunable_set" in metrics:
-        client.set_tag(run_id, cv.TAG_PRUNABLE_SET, json.dumps(metrics["prunable_set"]))
+        tags[cv.TAG_PRUNABLE_SET] = json.dumps(metrics["prunable_set"])
     if "rewind_steps" in metrics:
-        client.set_tag(run_id, cv.TAG_REWIND, str(metrics["rewind_steps"]))
-    log_mask_distances(client, run_id, level, metrics.get("mask_distance") or [])
+        tags[cv.TAG_REWIND] = str(metrics["rewind_steps"])
     if "evaluated" in metrics:
-        client.set_tag(run_id, cv.ticket_tag(level), ticket_evaluation(metrics))
-    tag_versions(client, run_id, metrics.get("versions"), bool(logged), {} if versions_tags is None else versions_tags)
+        tags[cv.ticket_tag(level)] = ticket_evaluation(metrics)
+    log_mask_distances(client, run_id, level, metrics.get("mask_distance") or [])
+    tag_versions(client, run_id, metrics.get("versions"), bool(logged) or not check,
+                 {} if versions_tags is None else versions_tags)
     values = {k: v for k, v in metrics["metrics"].items() if isinstance(v, (int, float))}
     values.update({k: metrics[k] for k in SCALARS if isinstance(metrics.get(k), (int, float))})
     if piece.is_structured:
         values.update(structured_values(piece, metrics))
+    values.update(usage_values(used))
     values[cv.METRIC_LEVEL] = level
     values[METRIC_ACTUAL_SPARSITY] = metrics["sparsity"]
     values[cv.METRIC_SPARSITY] = level_sparsity(piece, level, metrics["sparsity"])
-    tracking.log_step(client, run_id, level, values, last=cv.METRIC_SPARSITY)
+    tracking.log_step(client, run_id, level, values, last=cv.METRIC_SPARSITY, tags=tags)
     return True
 
 
@@ -180,14 +192,19 @@ def log_mask_distances(client, run_id: str, level: int, points: list[dict]) -> N
         client.log_batch(run_id, metrics=batch[start:start + 1000])
 
 
-def log_usage(client, run_id: str, level: int, used: Usage) -> None:
-    """Log the device and precision a level trained with (tags) and its throughput and peak GPU memory (metrics)."""
-    client.set_tag(run_id, cv.TAG_DEVICE, used.device)
-    client.set_tag(run_id, cv.TAG_PRECISION, used.precision)
+def usage_tags(used: Usage | None) -> dict[str, str]:
+    """The device and precision a level trained with, as tags (none when it trained nothing)."""
+    return {} if used is None else {cv.TAG_DEVICE: used.device, cv.TAG_PRECISION: used.precision}
+
+
+def usage_values(used: Usage | None) -> dict[str, float]:
+    """A level's training throughput and, on a GPU, its peak memory, as metrics (none when it trained nothing)."""
+    if used is None:
+        return {}
     values = {cv.METRIC_SAMPLES_PER_S: used.samples_per_s}
     if used.peak_memory_mb is not None:
         values[cv.METRIC_PEAK_MEMORY_MB] = used.peak_memory_mb
-    tracking.log_step(client, run_id, level, values)
+    return values
 
 
 def structured_values(piece: Piece, metrics: dict) -> dict[str, float]:
@@ -214,6 +231,18 @@ class SweepRuns:
         self.live: Counter[str] = Counter()
         self.logged_at_start = 0
         self._warned = False
+        self._logged: set[tuple[str, int]] = set()  # (piece key, level) a trial reported logged
+        self._creating: dict[str, Future] = {}
+        self._lock = threading.Lock()
+        self._queue = ThreadPoolExecutor(1, thread_name_prefix="mlflow-runs")
+
+    def __getstate__(self) -> dict:
+        """Tune pickles its tuner settings, the searcher's closure over these runs included: leave the thread out."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("_queue", "_lock", "_creating")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _creating={}, _lock=threading.Lock(),
+                             _queue=ThreadPoolExecutor(1, thread_name_prefix="mlflow-runs"))
 
     def settle(self) -> int:
         """Before any trial: log what is on disk but not in MLflow, creating the runs of series that finished
@@ -235,31 +264,52 @@ class SweepRuns:
         self.logged_at_start = logged
         return logged
 
+    def prepare(self, piece: Piece) -> bool:
+        """Whether `piece`'s series has its run (or failed to get one: its trial then trains without logging); when
+        not, its creation starts in the background and this returns False, so the caller never waits on MLflow."""
+        key = series_key(piece)
+        if key in self.run_ids:
+            return True
+        if key not in self._creating:
+            self._creating[key] = self._queue.submit(self._guard, self._open, self.series[key])
+        return self._creating[key].done()
+
     def open(self, piece: Piece) -> str | None:
-        """The run id `piece`'s trial logs to, its series' run created now (SCHEDULED) if new; it turns RUNNING when
-        the trial gets its resources (`started`). None when the tracking store fails: the trial then trains without
-        logging, and the driver logs its levels later."""
+        """The run id `piece`'s trial logs to, its series' run created now (SCHEDULED) unless `prepare` created it;
+        it turns RUNNING when the trial gets its resources (`started`). None when the tracking store fails: the
+        trial then trains without logging, and the driver logs its levels later."""
         series = self.series[series_key(piece)]
         self.live[series.key] += 1
+        if series.key in self._creating:
+            return self._creating[series.key].result()
         return self._guard(self._open, series)
 
     def started(self, piece: Piece) -> None:
-        """A trial of `piece` (or its retry) got a slot: its series' run is RUNNING."""
+        """A trial of `piece` (or its retry) got a slot: its series' run turns RUNNING (queued)."""
         run_id = self.run_ids.get(series_key(piece))
         if run_id is not None:
-            self._guard(self.client.update_run, run_id, "RUNNING")
+            self._queue.submit(self._guard, self.client.update_run, run_id, "RUNNING")
+
+    def logged(self, piece_key: str, level: int) -> None:
+        """A trial reported that it logged `level` of piece `piece_key`: nothing reads that level's history again."""
+        self._logged.add((piece_key, level))
 
     def close(self, piece: Piece, failed: bool) -> None:
         """A trial of `piece` ended: log what it left unlogged; FINISHED when its series is complete, else SCHEDULED
-        (or FAILED when it failed) once no other trial of the series runs."""
+        (or FAILED when it failed) once no other trial of the series runs (queued)."""
         series = self.series[series_key(piece)]
         self.live[series.key] = max(0, self.live[series.key] - 1)
-        self._guard(self._close, series, piece, failed)
+        self._queue.submit(self._guard, self._close, series, piece, failed, self.live[series.key])
+
+    def wait(self) -> None:
+        """Return once every queued call (run creation, status, a closing trial's logging) is done."""
+        self._queue.submit(lambda: None).result()
 
     def reconcile(self, ended: bool, unfinished: str = "FAILED") -> int:
         """Log every finished level not yet in MLflow; with `ended`, mark every run FINISHED or, when incomplete,
         `unfinished` (FAILED; KILLED when the sweep was stopped). Returns levels logged; raises what the tracking
         store raised."""
+        self.wait()
         logged = 0
         for series in self.series.values():
             if series.key not in self.run_ids:
@@ -271,17 +321,18 @@ class SweepRuns:
         return logged
 
     def _open(self, series: Series) -> str:
-        if series.key not in self.run_ids:
-            return self._create(series, status="SCHEDULED", start_s=time.time())
-        return self.run_ids[series.key]
+        with self._lock:
+            if series.key not in self.run_ids:
+                return self._create(series, status="SCHEDULED", start_s=time.time())
+            return self.run_ids[series.key]
 
-    def _close(self, series: Series, piece: Piece, failed: bool) -> None:
+    def _close(self, series: Series, piece: Piece, failed: bool, live: int) -> None:
         if series.key not in self.run_ids:
             return
         self._log_finished(series, [piece])  # the series' other pieces may be training: their trials log them
         if self._complete(series):
             self._terminate(series, "FINISHED", time.time())
-        elif not self.live[series.key]:
+        elif not live:
             if failed:
                 self._terminate(series, "FAILED", time.time())
             else:
@@ -316,13 +367,19 @@ class SweepRuns:
         self.client.set_terminated(self.run_ids[series.key], status, end_time=int(end_s * 1000))
 
     def _log_finished(self, series: Series, pieces: list[Piece] | None = None) -> int:
-        """Log the series' finished levels (of its `pieces` only, when given) that its run lacks. The run's logged
-        levels are read once, before any `result_dir`, which on an object store downloads the level's files."""
+        """Log the series' finished levels (of its `pieces` only, when given) that its run lacks. Levels a trial
+        reported logged are skipped unread; for the others the run's logged levels are read once, before any
+        `result_dir`, which on an object store downloads the level's files."""
+        unknown = [(piece, level) for piece, level in self._finished_levels(series, pieces)
+                   if (piece.key, level) not in self._logged]
+        if not unknown:
+            return 0
         run_id = self.run_ids[series.key]
         logged = tracking.logged_steps(self.client, run_id, cv.METRIC_SPARSITY)
         versions_tags: dict[str, str] = {}  # trials write the tag too: what this driver knows holds for one call
-        return sum(log_result(self.client, run_id, piece, level, self.store.result_dir(piece, level), versions_tags)
-                   for piece, level in self._finished_levels(series, pieces) if level not in logged)
+        return sum(log_result(self.client, run_id, piece, level, self.store.result_dir(piece, level), versions_tags,
+                              check=False)
+                   for piece, level in unknown if level not in logged)
 
     def _finished_levels(self, series: Series, pieces: list[Piece] | None = None) -> list[tuple[Piece, int]]:
         return [(piece, level) for piece in pieces or series.pieces for level in self.store.finished_levels(piece)]
@@ -369,16 +426,13 @@ class TrialRecorder:
             print(f"warning: MLflow logging failed ({type(exc).__name__}: {exc}); results stay in the results store "
                   "and are logged by the sweep's driver", file=sys.stderr, flush=True)
 
-    def usage(self, level: int, used: Usage | None) -> None:
-        """Log what training used for `level` (nothing when it trained nothing): tags `device` and `precision`,
-        metrics `samples_per_s` and, on a GPU, `peak_memory_mb`, at step = level."""
-        if used is None:
-            return
-        self._call(lambda: log_usage(self.client, self.run_id, level, used))
-
-    def level(self, piece: Piece, level: int, result_dir: str) -> None:
-        """Log one finished level (no-op when already logged)."""
-        self._call(lambda: log_result(self.client, self.run_id, piece, level, result_dir, self.versions_tags))
+    def level(self, piece: Piece, level: int, result_dir: str, used: Usage | None, trained: bool) -> bool:
+        """Log one finished level with what its training `used` (tags `device` and `precision`, metrics
+        `samples_per_s` and, on a GPU, `peak_memory_mb`); a level finished before (not `trained` by this trial) only
+        when not logged yet. True when the level is in MLflow."""
+        self._call(lambda: log_result(self.client, self.run_id, piece, level, result_dir, self.versions_tags, used,
+                                      check=not trained))
+        return not self.failed
 
 
 def run_status_callback(runs: SweepRuns, pieces: dict[str, Piece]):
@@ -394,6 +448,11 @@ def run_status_callback(runs: SweepRuns, pieces: dict[str, Piece]):
         def on_trial_start(self, iteration, trials, trial, **info) -> None:
             """A trial (or its retry) got a slot."""
             runs.started(pieces[trial.config["piece"]["key"]])
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            """A level finished; the trial says whether it logged it."""
+            if result.get("logged"):
+                runs.logged(result["piece_key"], int(result["level"]))
 
         def on_trial_complete(self, iteration, trials, trial, **info) -> None:
             """A trial ended well."""

@@ -107,7 +107,8 @@ def _run_tune(spec: Spec, pending: list[Piece], store: ResultsStore, runs: Sweep
                       f"free{limit}{dashboard}")
         ready = {(p.source_key, p.level) for p in pending if not p.is_root and store.source_ready(p)}
         uri = result.tracking_uri
-        scheduler = PieceScheduler(pending, ready, lambda piece: trial_config(piece, store, uri, runs.open(piece)))
+        scheduler = PieceScheduler(pending, ready, lambda piece: trial_config(piece, store, uri, runs.open(piece)),
+                                   prepare=runs.prepare)
         progress = SweepProgress(console)
         node_loss = NodeLossPolicy(console)
         trainable = tune.with_resources(run_piece, {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus})

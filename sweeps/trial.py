@@ -2,7 +2,8 @@
 of one of its subnetworks) into the results store.
 
 Every finished level is reported to Tune with a checkpoint of its small files (masks and metrics, no weights) and
-logged to MLflow from the worker into its series' run (whose status the driver keeps), with what its training used (device, precision, samples/s, peak GPU memory). A
+logged to MLflow from the worker into its series' run (whose status the driver keeps), with what its training used
+(device, precision, samples/s, peak GPU memory), and the report says it was logged, so the driver does not check. A
 retried trial (FailureConfig) re-enters the engine, which skips the levels already finished on disk and resumes at the
 first unfinished one. A trial trains on the GPU Ray assigned it (several trials may share one: fractional `gpus`), or
 on the CPU when it was assigned none, and frees that device's cached memory when it ends (workers are reused).
@@ -88,9 +89,8 @@ def _run_piece(config: dict) -> None:
     def finished(level: int, metrics: dict, reused: bool) -> None:
         store.publish(piece)
         result_dir = local.result_dir(piece, level)
-        recorder.usage(level, METER.take())
-        recorder.level(piece, level, result_dir)
-        report = level_report(piece, level, metrics, reused, node_id)
+        logged = recorder.level(piece, level, result_dir, METER.take(), trained=not reused)
+        report = level_report(piece, level, metrics, reused, node_id, logged)
         if reused:
             tune.report(report)
             return
@@ -120,9 +120,11 @@ def _run_piece(config: dict) -> None:
         finished(piece.level, metrics, bool(metrics.get("reused")))
 
 
-def level_report(piece: Piece, level: int, metrics: dict, reused: bool, node_id: str) -> dict:
+def level_report(piece: Piece, level: int, metrics: dict, reused: bool, node_id: str,
+                 logged: bool = False) -> dict:
     """What a trial reports to Tune for one finished level of `piece` (its record `metrics`): the main metric, or for
-    a level a ticket search did not train to the end its `verdict`, and where and how long it ran."""
+    a level a ticket search did not train to the end its `verdict`, where and how long it ran, and whether the trial
+    `logged` it to MLflow."""
     return {
         "piece_key": piece.key, "kind": piece.kind, "level": level, "sparsity": metrics["sparsity"],
         "metric_name": metrics.get("main_metric", ""),
@@ -130,6 +132,7 @@ def level_report(piece: Piece, level: int, metrics: dict, reused: bool, node_id:
         "verdict": unevaluated_text(metrics) if metrics.get("evaluated") is False else "",
         "trained": int(not reused), "started_at": metrics["started_at"], "finished_at": metrics["finished_at"],
         "level_wall_time_s": metrics["wall_time_s"], "node_id": node_id, "worker_pid": os.getpid(),
+        "logged": int(logged),
     }
 
 

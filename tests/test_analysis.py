@@ -68,8 +68,7 @@ def store(tmp_path_factory):
     """Experiment 'glue' (sst2 and cola x 3 seeds x levels 0-3, random pruning, transfer, a running, a failed and a
     scheduled run, masks) and experiment 'glue_rewind' (rewind 5%, two seeds) in one SQLite store, written by the
     sweep's writer."""
-    from sweeps.mlflow_runs import log_usage
-    from tickets.usage import Usage
+    from cluster.tracking import log_step
 
     root = tmp_path_factory.mktemp("mlflow")
     uri = sqlite_store(root)
@@ -77,13 +76,14 @@ def store(tmp_path_factory):
                                   transfer=GLUE_TRANSFER), uri, _glue_values)
     client, runs = glue.client, glue.runs
     running = glue.piece("trajectory", "cola", 2)
-    runs.open(running)  # a trial of cola seed 2 trains level 3: it has logged its usage, not yet the level
+    runs.open(running)  # a trial of cola seed 2 is logging level 3: its metrics are there, not yet its sparsity
     runs.started(running)
-    log_usage(client, glue.run_id(running), 3, Usage("cpu", "fp32", 64, 2.0, None))
+    log_step(client, glue.run_id(running), 3, {"samples_per_s": 32.0})
     failed = glue.piece("random-prune", "cola", 0, level=1)
     runs.open(failed)
     runs.started(failed)
     runs.close(failed, failed=True)
+    runs.wait()  # the driver updates status in the background
     runs.open(glue.piece("oneshot", "sst2", 0, level=1))  # a trial waiting for resources
     foreign = client.create_run(glue.experiment_id, tags={"note": "a run a user added by hand"})
     client.set_terminated(foreign.info.run_id)
@@ -150,7 +150,7 @@ def test_summary_has_exact_seed_statistics(report):
     _check_stats(_row(summary, task="sst2", branch="imp", level=2), "eval_loss", [0.1875, 0.15625, 0.125])
     assert "train_loss_mean" in summary  # every metric is summarised, not only the known ones
     assert set(summary["branch"]) == {"imp", "random-prune", "transfer"}  # the failed run has no values
-    assert (summary["samples_per_s_n"] == 0).all()  # logged at level 3 by the running trial, before its level
+    assert (summary["samples_per_s_n"] == 0).all()  # at level 3 of the trial still logging it, before its sparsity
 
 
 def test_matching_levels_and_the_within_one_std_case(report):

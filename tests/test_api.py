@@ -35,6 +35,7 @@ def quickstart(tmp_path_factory):
     training = recorded.piece("random-prune", "sst2", 1, level=2)
     recorded.runs.open(training)
     recorded.runs.started(training)
+    recorded.runs.wait()  # the driver updates status in the background
     out = root / "report"
     assert main(["report", "--experiment", "quickstart", "--tracking-uri", uri, "--out", str(out), "--no-masks"]) == 0
     return {"uri": uri, "recorded": recorded, "report": out}

@@ -201,24 +201,12 @@ def test_usage_meter_counts_training_samples_and_is_read_once(tiny_recipe):
     assert METER.take() is None
 
 
-class FakeClient:
-    def __init__(self):
-        self.tags, self.metrics = {}, []
-
-    def set_tag(self, run_id, key, value):
-        self.tags[key] = value
-
-    def log_batch(self, run_id, metrics=()):
-        self.metrics.extend((m.key, m.value, m.step) for m in metrics)
-
-
 def test_trial_logs_device_precision_throughput_and_gpu_memory_only_on_a_gpu():
     pytest.importorskip("mlflow")
-    from sweeps.mlflow_runs import log_usage
+    from sweeps.mlflow_runs import usage_tags, usage_values
 
-    cpu, gpu = FakeClient(), FakeClient()
-    log_usage(cpu, "r", 2, Usage("cpu", "fp32", 48, 2.0, None))
-    log_usage(gpu, "r", 0, Usage("cuda:0", "bf16", 64, 0.5, 812.5))
-    assert cpu.tags == {"device": "cpu", "precision": "fp32"} and cpu.metrics == [("samples_per_s", 24.0, 2)]
-    assert gpu.tags == {"device": "cuda:0", "precision": "bf16"}
-    assert sorted(gpu.metrics) == [("peak_memory_mb", 812.5, 0), ("samples_per_s", 128.0, 0)]
+    cpu, gpu = Usage("cpu", "fp32", 48, 2.0, None), Usage("cuda:0", "bf16", 64, 0.5, 812.5)
+    assert (usage_tags(cpu), usage_values(cpu)) == ({"device": "cpu", "precision": "fp32"}, {"samples_per_s": 24.0})
+    assert usage_tags(gpu) == {"device": "cuda:0", "precision": "bf16"}
+    assert usage_values(gpu) == {"samples_per_s": 128.0, "peak_memory_mb": 812.5}
+    assert usage_tags(None) == usage_values(None) == {}  # a reused level trained nothing

@@ -77,6 +77,7 @@ def test_a_failed_or_running_new_run_shows_no_older_value(tmp_path, status):
     if status == "RUNNING":
         new.runs.open(piece)
         new.runs.started(piece)
+        new.runs.wait()  # the driver updates status in the background
     points = analysis.load("unfinished", tracking_uri=uri)
     seed0 = _seed0(points)
     assert old_run not in set(points["run_id"]) and set(seed0["status"]) == {status}
