@@ -130,6 +130,13 @@ class ObjectStore:
         data = self.read_bytes(rel)
         return None if data is None else json.loads(data)
 
+    def remove(self, rel: str) -> None:
+        """Delete object `rel` when it exists."""
+        try:
+            self.fs.rm_file(self._path(rel))
+        except FileNotFoundError:
+            pass
+
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write object `rel` (an object appears whole or not at all)."""
         self.fs.pipe_file(self._path(rel), data)

@@ -19,6 +19,7 @@ class SweepProgress(Callback):
         self.busy_s = 0.0
         self.train_s = 0.0
         self.levels_trained = 0
+        self.superseded = 0
         self.nodes: set[str] = set()
         self.peak_trials = 0
         self._open: dict[str, float] = {}
@@ -52,6 +53,7 @@ class SweepProgress(Callback):
         level = f"level {result['level']}: sparsity {result['sparsity']:.3f}  {metric}"
         if result["trained"]:
             self.levels_trained += 1
+            self.superseded += result.get("superseded", 0)
             self.train_s += result["level_wall_time_s"]
             self.console.print(f"{time.strftime('%H:%M:%S')} {name} {level}  ({result['level_wall_time_s']:.0f} s)")
         else:

@@ -28,6 +28,8 @@ class SweepResult:
     train_s: float = 0.0
     nodes: set[str] = field(default_factory=set)
     retries: int = 0
+    stale: list[str] = field(default_factory=list)
+    superseded: int = 0
     node_losses: int = 0
     stopped_by: str | None = None
     exit_code: int = 0

@@ -41,10 +41,15 @@ def run_sweep(spec: Spec, tracking_uri: str, console: Console | None = None, pro
     store = ResultsStore(spec.storage)
     runs, sweep_run_id = _open_runs(spec, plan, store, tracking_uri, spec_text or _spec_yaml(spec))
     store.mark()
-    pending = [piece for piece in plan if not store.is_complete(piece)]
-    result = SweepResult(spec.name, spec.storage, tracking_uri, plan, experiment_id=runs.experiment_id)
+    pending, stale = pending_pieces(plan, store)
+    result = SweepResult(spec.name, spec.storage, tracking_uri, plan, experiment_id=runs.experiment_id,
+                         stale=[piece.name for piece in stale])
     console.print(f"sweep [bold]{spec.name}[/]: {len(plan)} trials, {len(plan) - len(pending)} finished earlier, "
                   f"{len(pending)} to run; results store {store.root}; MLflow {tracking_uri}")
+    if stale:
+        console.print(f"[yellow]stale[/]: {len(stale)} finished trials were trained from inputs that have changed "
+                      f"since (a mask or rewind point re-run): {', '.join(result.stale[:5])}"
+                      f"{' ...' if len(stale) > 5 else ''}; their stale results are set aside and trained again")
     if pending:
         _run_tune(spec, pending, store, runs, console, project_root, callbacks or [], result)
     result.complete = [p.name for p in plan if store.is_complete(p)]
@@ -58,6 +63,23 @@ def run_sweep(spec: Spec, tracking_uri: str, console: Console | None = None, pro
         raise ClusterError(f"could not log results to MLflow at {tracking_uri} ({type(exc).__name__}: {exc}); "
                            f"they are safe in {store.root}: re-run the same spec to log them") from None
     return result
+
+
+def pending_pieces(plan: list[Piece], store: ResultsStore) -> tuple[list[Piece], list[Piece]]:
+    """(the pieces this sweep runs, those of them whose finished results are stale): every piece not finished or
+    stale, and every piece that starts from what one of those trains (a trajectory's levels from the first it
+    trains): its source may change, so its trial checks that it is still current, reusing it if so."""
+    stale = [piece for piece in plan if store.is_complete(piece) and store.is_stale(piece)]
+    keys = {piece.key for piece in plan if not store.is_complete(piece)} | {piece.key for piece in stale}
+    trains_from = {piece.key: store.first_open_level(piece) for piece in plan
+                   if piece.key in keys and piece.is_trajectory}
+    grown = True
+    while grown:
+        followers = {piece.key for piece in plan if piece.source_key in keys
+                     and (piece.level or 0) >= trains_from.get(piece.source_key, 0)} - keys
+        keys |= followers
+        grown = bool(followers)
+    return [piece for piece in plan if piece.key in keys], stale
 
 
 def _spec_yaml(spec: Spec) -> str:
@@ -105,7 +127,9 @@ def _run_tune(spec: Spec, pending: list[Piece], store: ResultsStore, runs: Sweep
         limit = f", at most {cap} at once (resources.max_concurrent)" if cap else ""
         console.print(f"Ray ({session.mode}): {describe_resources()} now; a trial starts whenever {want} are "
                       f"free{limit}{dashboard}")
-        ready = {(p.source_key, p.level) for p in pending if not p.is_root and store.source_ready(p)}
+        running = {p.key for p in pending}  # a piece that runs reports its levels; only the others' are read
+        ready = {(p.source_key, p.level) for p in pending
+                 if not p.is_root and p.source_key not in running and store.source_ready(p)}
         uri = result.tracking_uri
         scheduler = PieceScheduler(pending, ready, lambda piece: trial_config(piece, store, uri, runs.open(piece)),
                                    prepare=runs.prepare)
@@ -141,6 +165,7 @@ def _run_tune(spec: Spec, pending: list[Piece], store: ResultsStore, runs: Sweep
     result.levels_trained = progress.levels_trained
     result.nodes = progress.nodes
     result.retries = progress.retries
+    result.superseded = progress.superseded
     result.node_losses = node_loss.node_losses
     for piece in scheduler.blocked:
         console.print(f"[red]skipped[/] {piece.name}: its source level never finished")

@@ -26,6 +26,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValida
 
 from cluster.errors import ClusterError
 from cluster.storage import ObjectStore, fetch_copy, is_uri
+from tickets.backends import resolve_backend
 from tickets.bisection import BOUNDARY, KIND as BISECT
 from tickets.branches import (BRANCH_KINDS, DEFAULT_REINIT_SCOPE, REINIT_SCOPES, TICKET, branch_options,
                               get_branch_kind)
@@ -291,10 +292,12 @@ class Spec(Strict):
         raise ValueError(f"{transfer.sparsity} is not the sparsity of a level of this schedule (levels: {available})")
 
     def training_for(self, task: str) -> TrainConfig:
-        """The resolved recipe of `task`: `training:` with the settings its `recipes:` entry gives replaced."""
+        """The resolved recipe of `task`: `training:` with the settings its `recipes:` entry gives replaced, and
+        backend `auto` resolved for the trials' resources (DeepSpeed when they ask for GPUs and it is installed)."""
         recipe = self.recipes.get(get_task(task).name)
         given = {} if recipe is None else recipe.model_dump(exclude_unset=True)
-        return TrainConfig(**{**self.training.model_dump(), **given})
+        train = TrainConfig(**{**self.training.model_dump(), **given})
+        return replace(train, backend=resolve_backend(train.backend, on_gpu=self.resources.gpus > 0))
 
     def trajectory(self, task: str, seed: int, point: int | str, method: str) -> TrajectoryConfig:
         """The engine's TrajectoryConfig of one trajectory of this sweep; a rewind `point` given as a percentage is

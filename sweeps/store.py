@@ -18,8 +18,9 @@ import uuid
 from collections import defaultdict
 
 from cluster.storage import MANIFEST, ObjectStore, file_sha256, is_uri, node_cache, uri_slug
+from tickets.lineage import SUPERSEDED, branch_is_stale, first_stale_level
 from tickets.paths import GOOD_MASK, MASK, METRICS, TRAINED_WEIGHTS, level_dir
-from tickets.records import finished_metrics
+from tickets.records import finished_metrics, read_json
 
 from .inputs import source_files
 from .plan import STRUCTURED_SEARCH, Piece
@@ -117,6 +118,30 @@ class ResultsStore:
         """True when every level of `piece` is finished."""
         return len(self.finished_levels(piece)) == len(piece.levels)
 
+    def is_stale(self, piece: Piece) -> bool:
+        """True when a finished result of `piece` was trained from inputs it no longer starts from
+        (tickets.lineage): a trajectory level from another mask or rewind point than its predecessor now gives, a
+        branch or transfer run from another mask than its source level trained under."""
+        if piece.is_trajectory:
+            return first_stale_level([self.level_metrics(piece, level) for level in piece.levels]) is not None
+        if piece.is_chain or piece.is_structured:
+            return False
+        return branch_is_stale(self.level_metrics(piece, piece.level), self.source_metrics(piece))
+
+    def first_open_level(self, piece: Piece) -> int:
+        """The first level of a trajectory that a run of it trains (unfinished, or stale with those after it); one
+        past its last level when none."""
+        records = [self.level_metrics(piece, level) for level in piece.levels]
+        missing = next((level for level, record in zip(piece.levels, records) if record is None), len(records))
+        stale = first_stale_level(records)
+        return missing if stale is None else min(missing, stale)
+
+    def source_metrics(self, piece: Piece) -> dict | None:
+        """The metrics.json of the result a dependent piece starts from, or None when it is not finished."""
+        if self.remote is not None:
+            return self.remote.read_json(f"{RESULTS}/{_source_relative(piece)}/{METRICS}")
+        return finished_metrics(self.source_dir(piece))
+
     def source_dir(self, piece: Piece) -> str:
         """The folder a dependent piece starts from: its trajectory's level folder, or its structured search."""
         folder = self.path(piece.source_key)
@@ -147,6 +172,8 @@ class ResultsStore:
             folders[folder].add(file)
         finished = sorted(f for f, files in folders.items() if METRICS in files)
         for folder, files in sorted(folders.items()):
+            if folder.split("/")[0] == SUPERSEDED:
+                continue  # stale results set aside: nothing reads them
             rel = f"{piece.key}/{folder}".rstrip("/")
             if METRICS in files:
                 weights = piece.is_chain and not piece.is_trajectory and folder == finished[-1]
@@ -176,7 +203,8 @@ class ResultsStore:
                 continue
             remote = f"{RESULTS}/{rel}"
             if METRICS in files:
-                if not self.remote.exists(f"{remote}/{METRICS}"):
+                if self.remote.read_json(f"{remote}/{METRICS}") != read_json(os.path.join(folder, METRICS)):
+                    self.remote.remove(f"{remote}/{METRICS}")  # a replaced (stale) result is absent until uploaded
                     self.remote.put_folder(folder, remote, last=METRICS)
                 self._published.add(rel)
             elif self._changed(folder, files, remote):

@@ -131,6 +131,11 @@ def print_summary(console: Console, result: SweepResult) -> None:
         console.print(f"wall {result.wall_s:.0f} s; trials at once: at most {result.peak_trials}, "
                       f"{result.mean_trials:.1f} on average ({result.busy_s:.0f} s of trials over "
                       f"{result.wall_s:.0f} s; training itself {result.train_s:.0f} s)")
+    if result.superseded or result.stale:
+        console.print(f"[yellow]stale[/]: {result.superseded} results trained again because the mask or rewind "
+                      f"point they were trained from had changed (found stale at the start: "
+                      f"{', '.join(result.stale) or 'none'}); the old ones are kept in a `superseded/` folder "
+                      "beside the new")
     if result.stopped_by:
         console.print(f"[yellow]stopped[/] by {result.stopped_by}: finished levels are kept; the MLflow runs of "
                       "unfinished series are KILLED")

@@ -28,6 +28,7 @@ from tickets.bisection import run_bisection
 from tickets.branches import BranchConfig, run_branch
 from tickets.devices import pick_device, release_memory, use_device
 from tickets.imp import LevelResult, run_trajectory
+from tickets.lineage import SUPERSEDES
 from tickets.paths import REWIND_POINT_WEIGHTS, TRAINED_WEIGHTS
 from tickets.standard import run_standard
 from tickets.structured.runs import SearchConfig, run_retrain, run_search
@@ -132,7 +133,7 @@ def level_report(piece: Piece, level: int, metrics: dict, reused: bool, node_id:
         "verdict": unevaluated_text(metrics) if metrics.get("evaluated") is False else "",
         "trained": int(not reused), "started_at": metrics["started_at"], "finished_at": metrics["finished_at"],
         "level_wall_time_s": metrics["wall_time_s"], "node_id": node_id, "worker_pid": os.getpid(),
-        "logged": int(logged),
+        "logged": int(logged), "superseded": int(SUPERSEDES in metrics and not reused),
     }
 
 

@@ -29,7 +29,7 @@ def test_the_squad_spec_is_the_standard_bert_base_recipe_with_the_three_baseline
 def test_the_transfer_spec_has_squad_as_source_and_target_with_its_own_recipe():
     spec, pieces = _plan("chen2020_transfer")
     squad_spec, _ = _plan("chen2020_squad")
-    assert all(p.recipe.train == squad_spec.training.config() for p in pieces if p.recipe.task == "squad")
+    assert all(p.recipe.train == squad_spec.training_for("squad") for p in pieces if p.recipe.task == "squad")
     transfers = [p for p in pieces if p.kind == "transfer"]
     assert "squad" in spec.tasks
     assert {p.recipe.task for p in transfers if p.source_task == "squad"} == set(spec.tasks) - {"squad", "mlm"}

@@ -16,6 +16,7 @@ import torch
 from .config import TrajectoryConfig, content_hash
 from .errors import TicketsError
 from .masks import Mask
+from .lineage import SOURCE_MASK_HASH, SUPERSEDES, supersede
 from .paths import MASK, REWIND_POINT_WEIGHTS, TRAINED_WEIGHTS, TRAJECTORY_SETTINGS, level_dir
 from .models import POOLER_WEIGHT, initializer_weights, model_id
 from .pruning import prune
@@ -249,7 +250,9 @@ def get_branch_kind(name: str) -> BranchKind:
 
 
 def run_branch(cfg: BranchConfig, out_dir: str, run_key: str | None = None, progress: bool = True) -> dict:
-    """Train one per-level branch into `out_dir` (mask.safetensors, metrics.json); reuse it when already finished.
+    """Train one per-level branch into `out_dir` (mask.safetensors, metrics.json); reuse it when already finished with
+    this content key (which covers the mask it starts from); a finished result of another key is stale: set aside in
+    `out_dir/superseded/` and trained again.
 
     `run_key` is the key of the run this result belongs to (a sweep's piece key), recorded beside the branch's own
     content key; by default the branch's own key."""
@@ -258,11 +261,15 @@ def run_branch(cfg: BranchConfig, out_dir: str, run_key: str | None = None, prog
     reused = reusable_metrics(out_dir, key)
     if reused is not None:
         return reused
+    supersedes = None  # a finished result of another key (its mask, recipe or kind changed) is kept aside
+    if finished_metrics(out_dir) is not None:
+        supersedes = supersede([out_dir], out_dir, f"was trained from another mask than '{cfg.mask_path}' holds now "
+                                                   "or with other settings")
     started_at = time.time()
     kind = get_branch_kind(cfg.kind)
     same = kind.reproduces(cfg) if kind.reproduces is not None else None
     if same is not None:
-        return _take_result(cfg, same, out_dir, key, run_key, started_at)
+        return _take_result(cfg, same, out_dir, key, run_key, started_at, supersedes)
     session = TaskSession.open(cfg.trajectory)
     source = _fitted(Mask.load(cfg.mask_path), session)
     mask = kind.prepare(cfg, session, source)
@@ -271,20 +278,22 @@ def run_branch(cfg: BranchConfig, out_dir: str, run_key: str | None = None, prog
     metrics = session.record(mask, result, level=level, started_at=started_at)
     if kind.reproduces is not None:
         metrics["evaluation_steps"] = result.steps
-    metrics.update(_branch_fields(cfg, source, key, run_key))
+    metrics.update(_branch_fields(cfg, source, key, run_key, supersedes))
     write_result_dir(out_dir, lambda tmp: mask.save(os.path.join(tmp, MASK)), metrics)
     return metrics
 
 
-def _branch_fields(cfg: BranchConfig, source: Mask, key: str, run_key: str | None) -> dict:
-    """What a branch's metrics.json adds to its training record: kind, options, keys, source and recipe."""
+def _branch_fields(cfg: BranchConfig, source: Mask, key: str, run_key: str | None, supersedes: str | None) -> dict:
+    """What a branch's metrics.json adds to its training record: kind, options, keys, source (and the stale result
+    it replaced) and recipe."""
     return {"branch": cfg.kind, **cfg.options(), "content_key": key, "run_key": run_key or key,
             "source_task": source.metadata.get("source_task", ""), "source_mask": os.path.abspath(cfg.mask_path),
-            "source_mask_hash": source.content_hash(), "config": asdict(cfg.trajectory), "reused": False}
+            SOURCE_MASK_HASH: source.content_hash(), **({SUPERSEDES: supersedes} if supersedes else {}),
+            "config": asdict(cfg.trajectory), "reused": False}
 
 
 def _take_result(cfg: BranchConfig, folder: str, out_dir: str, key: str, run_key: str | None,
-                 started_at: float) -> dict:
+                 started_at: float, supersedes: str | None) -> dict:
     """The branch's result taken from `folder`, whose training it would reproduce: that folder's training record
     (metrics, steps, loss, its wall time as `source_wall_time_s`) with 0 `evaluation_steps`."""
     found = finished_metrics(folder)
@@ -293,6 +302,6 @@ def _take_result(cfg: BranchConfig, folder: str, out_dir: str, key: str, run_key
     mask = Mask(source.tensors, {**source.metadata, "method": cfg.kind, "target_task": cfg.trajectory.task})
     metrics.update(evaluation_steps=0, same_as=os.path.abspath(folder), source_wall_time_s=found["wall_time_s"],
                    wall_time_s=time.time() - started_at, started_at=started_at, finished_at=time.time(),
-                   **_branch_fields(cfg, source, key, run_key))
+                   **_branch_fields(cfg, source, key, run_key, supersedes))
     write_result_dir(out_dir, lambda tmp: mask.save(os.path.join(tmp, MASK)), metrics)
     return metrics

@@ -7,7 +7,7 @@ import json
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 
 from . import RESULTS_VERSION
-from .backends import PRECISIONS, backend_helps, check_backend
+from .backends import PRECISIONS, backend_helps, check_backend, resolve_backend
 from .pruning import SCHEDULES, pruning_method_helps, target_sparsity
 from .errors import TicketsError
 from .settings import check, setting
@@ -134,7 +134,8 @@ class TrajectoryConfig:
 
     def identity(self) -> dict:
         """What determines the trajectory's results: the settings that differ from their defaults (not where the data
-        lies, how many levels run, or eval_every; the early-stop settings only where early stopping is on), a
+        lies, how many levels run, or eval_every; the early-stop settings only where early stopping is on; the
+        backend that runs, `auto` resolved on this run's device), a
         fingerprint of the data read, the model's identity, the results version. A new setting with a default leaves
         existing identities unchanged."""
         from .models import resolve_model
@@ -142,7 +143,8 @@ class TrajectoryConfig:
         from .tasks import get_task
 
         excluded = IDENTITY_EXCLUDED if self.early_stop.enabled else IDENTITY_EXCLUDED | EARLY_STOP_SETTINGS
-        settings = _non_default(self, excluded)
+        train = replace(self.train, backend=resolve_backend(self.train.backend))  # the backend that runs, not `auto`
+        settings = _non_default(replace(self, train=train), excluded)
         settings["task"] = get_task(self.task).name
         if self.include_pooler is None:
             settings["pooler_pretrained"] = resolve_model(self.model).pooler_pretrained

@@ -12,6 +12,7 @@ from typing import Callable
 from .config import TrajectoryConfig, content_hash
 from .early import level_record, level_watch, next_draw
 from .errors import TicketsError
+from .lineage import SUPERSEDES, first_stale_level, supersede, trajectory_lineage
 from .masks import Mask
 from .paths import (HEAD_WEIGHTS, MASK, NEXT_MASK, REWIND_POINT_WEIGHTS, TRAINED_WEIGHTS, TRAJECTORY_SETTINGS,
                     level_dir)
@@ -91,27 +92,37 @@ def run_trajectory(
     on_level: Callable[[LevelResult], None] | None = None,
     progress: bool = True,
 ) -> list[LevelResult]:
-    """Run levels 0..cfg.levels of an IMP trajectory into `out_dir`, skipping levels already finished there."""
+    """Run levels 0..cfg.levels of an IMP trajectory into `out_dir`, skipping levels already finished there, unless
+    stale: a finished level trained from another mask or rewind point than its predecessor now gives is set aside
+    with every later finished level, and trained again."""
     cfg.validate()
     os.makedirs(out_dir, exist_ok=True)
     check_trajectory_folder(cfg, out_dir)
     results: list[LevelResult] = []
     session: TaskSession | None = None
+    aside: dict[int, str] = {}  # level -> where its stale result was set aside
     for level in range(cfg.levels + 1):
         directory = level_dir(out_dir, level)
         metrics = finished_metrics(directory)
+        if metrics is not None and first_stale_level([*(r.metrics for r in results), metrics]) == level:
+            stale = [lv for lv in range(level, cfg.levels + 1) if finished_metrics(level_dir(out_dir, lv)) is not None]
+            into = supersede([level_dir(out_dir, lv) for lv in stale], out_dir,
+                             f"trained from another mask or rewind point than level {level - 1} now gives")
+            aside.update({lv: into for lv in stale})
+            metrics = None
         if metrics is not None:
             result = LevelResult(level, directory, metrics, reused=True)
         else:
             session = session or TaskSession.open(cfg)
-            result = _run_level(cfg, session, out_dir, level, progress)
+            result = _run_level(cfg, session, out_dir, level, progress, aside.get(level))
         results.append(result)
         if on_level is not None:
             on_level(result)
     return results
 
 
-def _run_level(cfg: TrajectoryConfig, session: TaskSession, out_dir: str, level: int, progress: bool) -> LevelResult:
+def _run_level(cfg: TrajectoryConfig, session: TaskSession, out_dir: str, level: int, progress: bool,
+               supersedes: str | None = None) -> LevelResult:
     started_at = time.time()
     model = session.model
     if level == 0:
@@ -139,6 +150,9 @@ def _run_level(cfg: TrajectoryConfig, session: TaskSession, out_dir: str, level:
     metrics["content_key"] = cfg.content_key(level)
     metrics["run_key"] = cfg.content_key()
     metrics.update(level_record(cfg, watch))
+    metrics.update(trajectory_lineage(mask, next_mask, os.path.join(out_dir, REWIND_POINT_WEIGHTS), level))
+    if supersedes is not None:
+        metrics[SUPERSEDES] = supersedes
 
     def fill(tmp: str) -> None:
         mask.save(os.path.join(tmp, MASK))

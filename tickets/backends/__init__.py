@@ -83,13 +83,15 @@ def backend_helps() -> dict[str, str]:
     return {AUTO: auto, **{name: kind.help for name, kind in BACKEND_REGISTRY.items()}}
 
 
-def resolve_backend(name: str) -> str:
-    """The backend `auto` means here (DeepSpeed when the run's device is a GPU, plain PyTorch on CPU), or `name`."""
+def resolve_backend(name: str, on_gpu: bool | None = None) -> str:
+    """The backend `auto` means for a run on a GPU or not (`on_gpu`; default: whether the run's device here is one):
+    DeepSpeed on a GPU where it is installed, plain PyTorch otherwise; any other `name` as it is."""
     if name != AUTO:
         return name
-    from ..devices import training_device
+    if on_gpu is None:
+        from ..devices import training_device
 
-    on_gpu = training_device().type == "cuda"
+        on_gpu = training_device().type == "cuda"
     return "deepspeed" if on_gpu and BACKEND_REGISTRY["deepspeed"].available() else "torch"
 
 
