@@ -342,8 +342,9 @@ def _stop_group(process: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def run_all(args: argparse.Namespace, tmp: str) -> tuple[list[Outcome], list[str], int]:
-    """The bare Tune run, then the sweep on each store; (outcomes, notes, trials)."""
+def run_all(args: argparse.Namespace, tmp: str, started: float) -> tuple[list[Outcome], list[str], int]:
+    """The bare Tune run, then the sweep on each store (the PostgreSQL-backed server first: a cluster's), the table
+    printed again after each, so that a long run stopped early keeps what it measured; (outcomes, notes, trials)."""
     from sweeps.plan import build_plan
     from sweeps.spec import load_spec
 
@@ -365,33 +366,40 @@ def run_all(args: argparse.Namespace, tmp: str) -> tuple[list[Outcome], list[str
     pending = getattr(sweeps.runner, "PENDING_TRIALS", None)  # what the sweep keeps waiting, if it sets it
     outcomes = [in_own_process(bare_tune, _fresh(tmp, "bare"), [len(p.levels) for p in plan], args.slots,
                                args.level_s, pending)]
-    if "sqlite" in args.stores:
-        run_tmp = _fresh(tmp, "sqlite")
-        outcomes.append(in_own_process(sweep, run_tmp, "sqlite", spec_for("sqlite"),
-                                       f"sqlite:///{run_tmp}/mlruns.db", args.slots, args.level_s))
+
+    def measured(outcome: Outcome) -> None:
+        outcomes.append(outcome)
+        report(outcomes, notes, len(plan), args, time.time() - started)
+        sys.stdout.flush()
+
     if "postgres" in args.stores:
         from cluster import postgres
         from cluster.errors import ClusterError
 
         if postgres.server_binaries() is None:
             notes.append("postgres: not run: the PostgreSQL server binaries (initdb, postgres) are not installed")
-            return outcomes, notes, len(plan)
-        try:
-            server = TrackingServer(_fresh(tmp, "server"))
-        except ClusterError as exc:
-            notes.append(f"postgres: not run: {exc}")
-            return outcomes, notes, len(plan)
-        try:
-            for delay in (0.0, args.delay_ms) if args.delay_ms else (0.0,):
-                label = "postgres" if not delay else f"postgres +{delay:g}ms"
-                proxy = Proxy(server.url, delay, os.path.join(tmp, f"proxy{delay:g}.log"))
-                try:
-                    outcomes.append(in_own_process(sweep, _fresh(tmp, label.replace(" ", "")), label,
-                                                   spec_for(label), proxy.url, args.slots, args.level_s, proxy))
-                finally:
-                    proxy.stop()
-        finally:
-            server.stop()
+        else:
+            try:
+                server = TrackingServer(_fresh(tmp, "server"))
+            except ClusterError as exc:
+                notes.append(f"postgres: not run: {exc}")
+                server = None
+            try:
+                for delay in ((0.0, args.delay_ms) if args.delay_ms else (0.0,)) if server else ():
+                    label = "postgres" if not delay else f"postgres +{delay:g}ms"
+                    proxy = Proxy(server.url, delay, os.path.join(tmp, f"proxy{delay:g}.log"))
+                    try:
+                        measured(in_own_process(sweep, _fresh(tmp, label.replace(" ", "")), label, spec_for(label),
+                                                proxy.url, args.slots, args.level_s, proxy))
+                    finally:
+                        proxy.stop()
+            finally:
+                if server is not None:
+                    server.stop()
+    if "sqlite" in args.stores:
+        run_tmp = _fresh(tmp, "sqlite")
+        measured(in_own_process(sweep, run_tmp, "sqlite", spec_for("sqlite"), f"sqlite:///{run_tmp}/mlruns.db",
+                                args.slots, args.level_s))
     return outcomes, notes, len(plan)
 
 
@@ -498,10 +506,11 @@ def main() -> None:
     started = time.time()
     tmp = tempfile.mkdtemp(prefix="ss", dir="/tmp")  # short: Ray's socket paths live under RAY_TMPDIR
     try:
-        outcomes, notes, trials = run_all(args, tmp)
+        outcomes, notes, trials = run_all(args, tmp, started)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    report(outcomes, notes, trials, args, time.time() - started)
+    if len(outcomes) == 1:
+        report(outcomes, notes, trials, args, time.time() - started)
 
 
 if __name__ == "__main__":
