@@ -147,7 +147,6 @@ def _run_tune(spec: Spec, pending: list[Piece], store: ResultsStore, runs: Sweep
                 name=f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=store.ray_storage,
                 storage_filesystem=store.ray_filesystem, stop=stop,
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),  # a retry restores only the latest one
                 callbacks=[progress, node_loss, run_status_callback(runs, {p.key: p for p in pending}), *callbacks],
                 verbose=0,
             ),
