@@ -11,14 +11,13 @@ Records written before these fields existed are not checked.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
-from functools import lru_cache
 
 from .masks import Mask
 from .paths import METRICS
+from .provenance import file_hash
 
 INPUTS = "inputs"  # metrics.json: {name: content hash} of what the result was trained from
 OUTPUTS = "outputs"  # metrics.json: {name: content hash} of what later results start from
@@ -35,18 +34,6 @@ def trajectory_lineage(mask: Mask, next_mask: Mask | None, rewind_point: str, le
     outputs = {**({"next_mask": next_mask.content_hash()} if next_mask is not None else {}),
                **({} if level else {"rewind_point": rewind_hash})}
     return {INPUTS: inputs, OUTPUTS: outputs}
-
-
-def file_hash(path: str) -> str:
-    """The sha256 of a file's bytes (hashed once per file version: a rewind point is read at every level)."""
-    stat = os.stat(path)
-    return _file_hash(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-
-
-@lru_cache(maxsize=64)
-def _file_hash(path: str, size: int, mtime_ns: int) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def first_stale_level(records: list[dict | None]) -> int | None:

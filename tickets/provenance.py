@@ -36,7 +36,7 @@ def data_fingerprint(task: Task, data_dir: str | None) -> str:
         parts = ["hub", repo, config, _revision(repo, "dataset"), *roles]
     else:
         files = kind.data_files(task, data_dir)
-        parts = ["local", *(f"{role}={path.name}:{_file_hash(path)}" for role, path in files)]
+        parts = ["local", *(f"{role}={path.name}:{file_hash(path)}" for role, path in files)]
     return _digest(parts)[:16]
 
 
@@ -118,13 +118,15 @@ def _folder_parts(folder: Path, names: list[str]) -> list[str]:
     for name in names:
         path = folder / name
         if path.is_file():
-            parts.append(f"{name}:{_file_hash(path)}")
+            parts.append(f"{name}:{file_hash(path)}")
         elif name not in TOKENIZER_FILES:
             raise TicketsError(f"model file not found: {path}")
     return parts
 
 
-def _file_hash(path: Path) -> str:
+def file_hash(path: Path | str) -> str:
+    """The sha256 of a file's bytes, hashed once per file version (path, size, modification time)."""
+    path = Path(path)
     resolved = path.resolve()
     stat = resolved.stat()
     key = (str(resolved), stat.st_size, stat.st_mtime_ns)
